@@ -1,0 +1,268 @@
+"""DACER2, top to bottom: acting with the reverse diffusion chain, the distributional critic update, the policy
+update L_q + eta L_g, target and alpha updates. Section numbers refer to ../shared/SPEC.md (mirrored in the
+README). This plain-PyTorch agent is the reference that fused kernels must reproduce.
+
+Actions live in [-1, 1]^A; the environment wrapper rescales them to the env's bounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from dacer2.config import TrainConfig
+from dacer2.diffusion import ChainOutput, DiffusionSchedule, ReverseChain, add_exploration_noise, temporal_weight
+from dacer2.entropy import estimate_entropy
+from dacer2.networks import NoisePredictor, TwinDistributionalCritic
+
+# Constants SPEC fixes that are not switches.
+CRITIC_LOSS_EPS = 0.1  # the eps of the DSAC-T loss (section 2)
+TARGET_NOISE_CLIP = 3.0  # clip(z, -3, 3) of the sampled target, and the +-3 b_i clip of y_b
+GRAD_NORM_EPS = 1e-8  # g_hat = g / (||g|| + 1e-8) (section 3)
+
+
+class Batch(NamedTuple):
+    obs: torch.Tensor  # [B, S]
+    action: torch.Tensor  # [B, A], in [-1, 1]
+    reward: torch.Tensor  # [B]
+    next_obs: torch.Tensor  # [B, S]
+    terminated: torch.Tensor  # [B], 1.0 where the episode truly ended (not truncated)
+
+
+def distributional_critic_loss(
+    mu: torch.Tensor,
+    sigma: torch.Tensor,
+    y: torch.Tensor,
+    y_sample: torch.Tensor,
+    sigma_running: torch.Tensor,
+    eps: float = CRITIC_LOSS_EPS,
+) -> torch.Tensor:
+    """DSAC-T's loss for one critic (SPEC 2), summed here over the twin axis.
+
+    mu, sigma: [2, B]; y, y_sample: [B]; sigma_running: [2] running mean b_i of mean(sigma_i).
+    The mean term pulls mu toward the min-target y; the sigma term matches sigma to the error against the
+    sampled target y_s, with that error clipped to +-3 b_i so single outliers cannot blow sigma up.
+    """
+    b = sigma_running[:, None]
+    sd = sigma.detach().clamp(min=0.0)
+    y_bound = (mu + (y_sample - mu).clamp(-TARGET_NOISE_CLIP * b, TARGET_NOISE_CLIP * b)).detach()
+    mean_term = mu * (y - mu).detach() / (sd.pow(2) + eps)
+    sigma_term = sigma * ((mu.detach() - y_bound).pow(2) - sd.pow(2)) / (sd.pow(3) + eps)
+    per_critic = -(b[:, 0].pow(2) + eps) * (mean_term + sigma_term).mean(dim=1)
+    return per_critic.sum()
+
+
+class DACER2Agent(nn.Module):
+    def __init__(self, obs_dim: int, action_dim: int, config: TrainConfig, device: torch.device | str = "cpu"):
+        super().__init__()
+        cfg = config.resolved() if config.diffusion_steps is None or config.eta is None else config
+        self.cfg = cfg
+        self.obs_dim, self.action_dim = obs_dim, action_dim
+        self.device = torch.device(device)
+
+        # Section 1: the policy is the reverse chain of a small diffusion model.
+        self.chain = ReverseChain(DiffusionSchedule.vp(cfg.diffusion_steps))
+        self.actor = NoisePredictor(obs_dim, action_dim, cfg.actor_hidden, cfg.activation)
+        # Section 2: twin distributional critics (stacked weights) and their target copies.
+        self.critic = TwinDistributionalCritic(obs_dim, action_dim, cfg.critic_hidden, cfg.activation)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        # Section 4: alpha scales the exploration noise of the executed action.
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.initial_alpha)))
+        self.target_entropy = cfg.target_entropy_scale * action_dim
+        self.register_buffer("sigma_running", torch.zeros(2))  # b_i of the critic loss
+        self.register_buffer("entropy", torch.tensor(float("nan")))  # last H_hat
+        # Section 3: w(t), indexed by step t.
+        w = temporal_weight(cfg.diffusion_steps, cfg.weight_c, cfg.weight_d, enabled=bool(cfg.temporal_weighting))
+        self.register_buffer("step_weight", w.float())
+        self.to(self.device)
+
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.generator = torch.Generator(self.device)
+        self.generator.manual_seed(cfg.seed)
+        self.num_updates = 0
+        self._sigma_running_initialised = False
+        self._last_policy_metrics: dict[str, torch.Tensor] = {}
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Section 1: acting.
+    # ----------------------------------------------------------------------------------------------------
+    def run_chain(self, obs: torch.Tensor, chain_noise: bool = True) -> ChainOutput:
+        """The reverse chain for a batch of states; differentiable w.r.t. the actor's weights."""
+        step_emb = self.actor.step_embeddings(self.chain.num_steps)
+
+        def denoise(s: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
+            return self.actor(s, x, step_emb[t])
+
+        return self.chain.sample(denoise, obs, self.action_dim, self.generator, chain_noise=chain_noise)
+
+    def explore(self, chain_action: torch.Tensor) -> torch.Tensor:
+        """The executed action: chain output plus alpha-scaled noise (alpha is not trained by the actor)."""
+        return add_exploration_noise(chain_action, self.alpha.detach(), self.cfg.noise_scale, self.generator)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Actions in [-1, 1] for a batch of states. Deterministic = no alpha-noise (and no chain noise if the
+        deterministic_chain_noise switch is off)."""
+        if deterministic:
+            return self.run_chain(obs, chain_noise=self.cfg.deterministic_chain_noise).action
+        return self.explore(self.run_chain(obs).action)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Section 2: critic.
+    # ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def critic_targets(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """y (min of the target means) and the sampled target y_s of the critic with the lower mean."""
+        next_action = self.explore(self.run_chain(batch.next_obs).action)
+        mu_next, sigma_next = self.critic_target(batch.next_obs, next_action)
+        lower = mu_next.argmin(dim=0, keepdim=True)
+        mu_low = mu_next.gather(0, lower)[0]
+        sigma_low = sigma_next.gather(0, lower)[0]
+        z = torch.randn(mu_low.shape, device=mu_low.device, generator=self.generator)
+        sampled = mu_low + sigma_low * z.clamp(-TARGET_NOISE_CLIP, TARGET_NOISE_CLIP)
+        reward = self.cfg.reward_scale * batch.reward
+        discount = self.cfg.gamma * (1.0 - batch.terminated)
+        return reward + discount * mu_low, reward + discount * sampled
+
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        y, y_sample = self.critic_targets(batch)
+        mu, sigma = self.critic(batch.obs, batch.action)
+        mean_sigma = sigma.detach().mean(dim=1)
+        if self._sigma_running_initialised:
+            self.sigma_running.lerp_(mean_sigma, self.cfg.tau)
+        else:
+            self.sigma_running.copy_(mean_sigma)
+            self._sigma_running_initialised = True
+        loss = distributional_critic_loss(mu, sigma, y, y_sample, self.sigma_running)
+        return loss, {"critic_loss": loss.detach(), "q_mean": mu.detach().mean(), "q_sigma": mean_sigma.mean()}
+
+    # ----------------------------------------------------------------------------------------------------
+    # Section 3: policy loss L_q + eta L_g.
+    # ----------------------------------------------------------------------------------------------------
+    def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str = "min") -> torch.Tensor:
+        """A scalar Q per sample from the twin means, through frozen critic weights (gradients reach the action)."""
+        mu, _ = self.critic(obs, action, detach_params=True)
+        if which == "min":
+            return mu.min(dim=0).values
+        if which == "mean":
+            return mu.mean(dim=0)
+        return mu[0]
+
+    def qgrad_field_loss(self, obs: torch.Tensor, chain: ChainOutput) -> torch.Tensor:
+        """L_g: at every visited (x_t, t), supervise eps_theta with u_t = -w(t) g_hat_t, g_t = grad_a Q(s, sg(x_t))."""
+        T, (B, S) = len(chain.steps), obs.shape
+        visited = torch.stack(chain.visited).detach()  # [T, B, A], first row is x_{T-1}
+        obs_all = obs.expand(T, B, S).reshape(T * B, S)
+        x_probe = visited.reshape(T * B, -1).requires_grad_(True)
+        q = self.critic_value(obs_all, x_probe, self.cfg.qgrad_critic)
+        (grad_q,) = torch.autograd.grad(q.sum(), x_probe)
+        grad_q = grad_q.view(T, B, -1)
+        grad_unit = grad_q / (grad_q.norm(dim=-1, keepdim=True) + GRAD_NORM_EPS)
+        steps = torch.tensor(chain.steps, device=obs.device)
+        target = -self.step_weight[steps][:, None, None] * grad_unit
+
+        if self.cfg.qgrad_stop_gradient:
+            # eps_theta(s, sg(x_t), t): same values as the chain's own eps, but no gradient into x_t.
+            step_emb = self.actor.step_embeddings(self.chain.num_steps)[steps]  # [T, E]
+            emb_all = step_emb[:, None, :].expand(T, B, -1).reshape(T * B, -1)
+            eps_pred = self.actor(obs_all, visited.reshape(T * B, -1), emb_all).view(T, B, -1)
+        else:
+            eps_pred = torch.stack(chain.eps)
+        return (eps_pred - target).pow(2).mean()
+
+    def policy_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        chain = self.run_chain(obs)
+        action = self.explore(chain.action)
+        loss_q = -self.critic_value(obs, action, "min").mean()
+        metrics = {"policy_loss_q": loss_q.detach()}
+        loss = loss_q
+        if self.cfg.eta > 0:
+            loss_g = self.qgrad_field_loss(obs, chain)
+            loss = loss + self.cfg.eta * loss_g
+            metrics["policy_loss_g"] = loss_g.detach()
+        return loss, metrics
+
+    # ----------------------------------------------------------------------------------------------------
+    # Section 4: entropy regulator.
+    # ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def estimate_entropy(self, obs: torch.Tensor) -> torch.Tensor:
+        """H_hat: mean over states of the GMM upper-bound entropy of K executed actions per state."""
+        n, k = obs.shape[0], self.cfg.entropy_samples
+        obs_rep = obs.repeat_interleave(k, dim=0)
+        actions = self.explore(self.run_chain(obs_rep).action).view(n, k, self.action_dim)
+        return estimate_entropy(actions, n_components=self.cfg.gmm_components).mean()
+
+    def update_alpha(self, obs: torch.Tensor) -> None:
+        self.entropy.copy_(self.estimate_entropy(obs[: self.cfg.entropy_states]))
+        alpha_loss = -self.log_alpha * (self.target_entropy - self.entropy)
+        self.alpha_optimizer.zero_grad()
+        alpha_loss.backward()
+        self.alpha_optimizer.step()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Section 5: one gradient update. Both losses use the networks as they were before this update's step.
+    # ----------------------------------------------------------------------------------------------------
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One update; returns detached metric tensors (no host sync here: callers read them when logging)."""
+        cfg = self.cfg
+        update_policy = self.num_updates % cfg.delay == 0
+
+        loss, metrics = self.critic_loss(batch)
+        if update_policy:
+            policy_loss, policy_metrics = self.policy_loss(batch.obs)
+            loss = loss + policy_loss
+            self._last_policy_metrics = policy_metrics
+
+        self.critic_optimizer.zero_grad()
+        self.actor_optimizer.zero_grad()
+        # One backward: the critic loss never reaches the actor (targets are no-grad, actions come from replay)
+        # and the policy loss never reaches the critic weights (detach_params), so the sum separates exactly.
+        loss.backward()
+        self.critic_optimizer.step()
+        if update_policy:
+            self.actor_optimizer.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), cfg.tau)
+
+        if self.num_updates % cfg.alpha_every == 0:
+            self.update_alpha(batch.obs)
+
+        self.num_updates += 1
+        metrics.update(self._last_policy_metrics)
+        metrics["alpha"] = self.alpha.detach()
+        metrics["entropy"] = self.entropy.clone()
+        return metrics
+
+    # ----------------------------------------------------------------------------------------------------
+    # Persistence.
+    # ----------------------------------------------------------------------------------------------------
+    def training_state(self) -> dict:
+        return {
+            "modules": self.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "num_updates": self.num_updates,
+            "sigma_running_initialised": self._sigma_running_initialised,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_training_state(self, state: dict) -> None:
+        self.load_state_dict(state["modules"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        self.num_updates = int(state["num_updates"])
+        self._sigma_running_initialised = bool(state["sigma_running_initialised"])
+        self.generator.set_state(state["generator"])

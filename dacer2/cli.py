@@ -1,0 +1,37 @@
+"""Command-line entry points. Each parses a dataclass with tyro (field docstrings become --help) and calls the
+library function; expected failures (bad config, unknown env) become one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+import tyro
+
+from dacer2.checkpoint import CheckpointError
+from dacer2.config import TrainConfig
+from dacer2.envs import EnvError
+
+USER_ERRORS = (ValueError, EnvError, CheckpointError)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    config = tyro.cli(TrainConfig, args=argv)
+    from dacer2.trainer import train  # after parsing, so --help stays fast
+
+    try:
+        result = train(config)
+    except USER_ERRORS as exc:
+        print(f"dacer2-train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dacer2-train: interrupted", file=sys.stderr)
+        return 130
+    print(
+        f"final eval return {result.final_eval_mean:.1f} +- {result.final_eval_std:.1f} "
+        f"after {result.env_steps} env steps, {result.updates} updates, {result.wall_time:.0f} s; run dir: {result.run_dir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(train_main())

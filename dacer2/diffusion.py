@@ -1,0 +1,156 @@
+"""The reverse-diffusion policy's fixed parts: the VP noise schedule, the temporal weight w(t), and the
+reparameterised sampling chain (SPEC section 1 and the w(t) of section 3).
+
+The chain is written once, here, and returns every state it visits because DACER2's Q-gradient field loss
+supervises the denoiser at each of them. Step index t runs T-1 (noisiest) down to 0, as in SPEC.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+# A denoiser maps (obs [B, S], x [B, A], t: int) to a noise prediction [B, A].
+Denoiser = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DiffusionSchedule:
+    """Per-step constants of the VP schedule, each a float64 tensor of length T indexed by step t."""
+
+    alphas: torch.Tensor
+    betas: torch.Tensor
+    alphas_cumprod: torch.Tensor
+    alphas_cumprod_prev: torch.Tensor
+    sqrt_recip_alphas_cumprod: torch.Tensor
+    sqrt_recipm1_alphas_cumprod: torch.Tensor
+    posterior_log_variance: torch.Tensor
+    posterior_mean_coef1: torch.Tensor
+    posterior_mean_coef2: torch.Tensor
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.betas.shape[0])
+
+    @classmethod
+    def vp(cls, num_steps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> "DiffusionSchedule":
+        if num_steps < 1:
+            raise ValueError(f"diffusion needs at least one step, got T={num_steps}")
+        T = num_steps
+        i = torch.arange(1, T + 1, dtype=torch.float64)
+        alphas = torch.exp(-beta_min / T - 0.5 * (beta_max - beta_min) * (2 * i - 1) / T**2)
+        betas = 1.0 - alphas
+        abar = torch.cumprod(alphas, 0)
+        abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+        posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
+        return cls(
+            alphas=alphas,
+            betas=betas,
+            alphas_cumprod=abar,
+            alphas_cumprod_prev=abar_prev,
+            sqrt_recip_alphas_cumprod=torch.sqrt(1.0 / abar),
+            sqrt_recipm1_alphas_cumprod=torch.sqrt(1.0 / abar - 1.0),
+            # The last step's posterior variance is exactly 0; clip so its log stays finite.
+            posterior_log_variance=torch.log(posterior_variance.clamp(min=1e-20)),
+            posterior_mean_coef1=betas * torch.sqrt(abar_prev) / (1.0 - abar),
+            posterior_mean_coef2=(1.0 - abar_prev) * torch.sqrt(alphas) / (1.0 - abar),
+        )
+
+
+def temporal_weight(num_steps: int, c: float = 0.4, d: float = -1.8, enabled: bool = True) -> torch.Tensor:
+    """w(t) = exp(c (t + 1) + d) for t = 0..T-1; constant 1 when the weighting is switched off."""
+    t = torch.arange(num_steps, dtype=torch.float64)
+    if not enabled:
+        return torch.ones(num_steps, dtype=torch.float64)
+    return torch.exp(c * (t + 1) + d)
+
+
+@dataclass
+class ChainOutput:
+    """What one pass of the reverse chain produced.
+
+    `visited[k]` is the chain state fed to the denoiser at step `steps[k]` (so visited[0] is the initial noise
+    x_{T-1}); `eps[k]` is the denoiser's prediction there. `action` is the final, unclipped-by-noise sample x.
+    """
+
+    action: torch.Tensor
+    visited: list[torch.Tensor]
+    eps: list[torch.Tensor]
+    steps: list[int]
+
+
+class ReverseChain:
+    """Samples x_0 by running the reverse process from Gaussian noise, fully differentiable (reparameterised).
+
+    Constants are cast once to the working dtype/device as plain Python floats, so the chain adds no host
+    syncs and no per-call tensor allocations for them.
+    """
+
+    def __init__(self, schedule: DiffusionSchedule):
+        self.schedule = schedule
+        s = schedule
+        self._coef_x = s.sqrt_recip_alphas_cumprod.tolist()
+        self._coef_eps = s.sqrt_recipm1_alphas_cumprod.tolist()
+        self._c1 = s.posterior_mean_coef1.tolist()
+        self._c2 = s.posterior_mean_coef2.tolist()
+        self._std = torch.exp(0.5 * s.posterior_log_variance).tolist()
+
+    @property
+    def num_steps(self) -> int:
+        return self.schedule.num_steps
+
+    def step(self, x: torch.Tensor, eps: torch.Tensor, t: int, noise: torch.Tensor | None) -> torch.Tensor:
+        """One posterior step x_t -> x_{t-1}; `noise` is z ~ N(0, I), ignored at t = 0."""
+        x0_hat = (self._coef_x[t] * x - self._coef_eps[t] * eps).clamp(-1.0, 1.0)
+        mean = self._c1[t] * x0_hat + self._c2[t] * x
+        if t > 0 and noise is not None:
+            return mean + self._std[t] * noise
+        return mean
+
+    def sample(
+        self,
+        denoiser: Denoiser,
+        obs: torch.Tensor,
+        action_dim: int,
+        generator: torch.Generator | None = None,
+        chain_noise: bool = True,
+        initial: torch.Tensor | None = None,
+    ) -> ChainOutput:
+        """Run all T steps. `chain_noise=False` zeroes the per-step posterior noise (a deterministic chain
+        from fixed initial noise); `initial` overrides the starting noise x_{T-1}."""
+        batch = obs.shape[0]
+        x = initial
+        if x is None:
+            x = torch.randn(batch, action_dim, device=obs.device, dtype=obs.dtype, generator=generator)
+        visited, eps_seen, steps = [], [], []
+        for t in reversed(range(self.num_steps)):
+            eps = denoiser(obs, x, t)
+            noise = None
+            if chain_noise and t > 0:
+                noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+            visited.append(x)
+            eps_seen.append(eps)
+            steps.append(t)
+            x = self.step(x, eps, t, noise)
+        return ChainOutput(action=x, visited=visited, eps=eps_seen, steps=steps)
+
+
+def add_exploration_noise(
+    action: torch.Tensor, alpha: torch.Tensor, noise_scale: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """DACER's entropy regulator on the executed action: clip(x + alpha * k * xi, -1, 1)."""
+    xi = torch.randn(action.shape, device=action.device, dtype=action.dtype, generator=generator)
+    return (action + alpha * noise_scale * xi).clamp(-1.0, 1.0)
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Scaled sinusoidal encoding of step indices: [sin(t f_j), cos(t f_j)] / sqrt(dim), f_j = base^(-j / (dim/2))."""
+    if dim % 2:
+        raise ValueError(f"time embedding dim must be even, got {dim}")
+    half = dim // 2
+    freqs = torch.exp(-math.log(base) * torch.arange(half, dtype=t.dtype, device=t.device) / half)
+    angles = t[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1) / math.sqrt(dim)

@@ -1,0 +1,73 @@
+"""Environment construction: Gymnasium envs whose actions are rescaled to [-1, 1], checked up front so a bad
+env id or an unsupported space fails with one clear line instead of a traceback from deep inside training."""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+
+import gymnasium as gym
+import numpy as np
+
+MULTIGOAL_ID = "dacer2/MultiGoal-v0"
+if MULTIGOAL_ID not in gym.registry:
+    gym.register(MULTIGOAL_ID, entry_point="dacer2.envs.multigoal:MultiGoalEnv", max_episode_steps=100)
+
+
+class EnvError(ValueError):
+    """The requested environment cannot be trained on by this package."""
+
+
+def check_env_id(env_id: str) -> None:
+    if env_id in gym.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise EnvError(f"unknown environment id {env_id!r}{hint}")
+
+
+def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str) -> None:
+    if not isinstance(action_space, gym.spaces.Box):
+        raise EnvError(f"{env_id}: DACER2 needs a continuous Box action space, got {type(action_space).__name__}")
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise EnvError(f"{env_id}: the action space must be bounded, got low={action_space.low} high={action_space.high}")
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise EnvError(
+            f"{env_id}: DACER2 needs a flat Box observation space, got {observation_space} "
+            "(wrap dict or image observations with a flattening/feature wrapper first)"
+        )
+
+
+def _rescaled(env: gym.Env) -> gym.Env:
+    with warnings.catch_warnings():
+        # MuJoCo tasks declare float64 bounds on a float32 space; the cast Gymnasium warns about is harmless.
+        warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
+        return gym.wrappers.RescaleAction(env, -1.0, 1.0)
+
+
+def make_vector_env(env_id: str, num_envs: int, seed: int, **make_kwargs) -> gym.vector.VectorEnv:
+    """Synchronous vector env with same-step autoreset: a finished env's last observation is in
+    info["final_obs"], so the trainer can store the true next state of every transition."""
+    check_env_id(env_id)
+    envs = gym.make_vec(
+        env_id,
+        num_envs=num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+        wrappers=[_rescaled],
+        **make_kwargs,
+    )
+    check_spaces(envs.single_observation_space, envs.single_action_space, env_id)
+    envs.action_space.seed(seed)
+    return envs
+
+
+def action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """The env's own action bounds (before rescaling), for mapping [-1, 1] actions back at deployment."""
+    check_env_id(env_id)
+    env = gym.make(env_id)
+    try:
+        check_spaces(env.observation_space, env.action_space, env_id)
+        return env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
+    finally:
+        env.close()

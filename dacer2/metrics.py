@@ -1,0 +1,54 @@
+"""Where training metrics go: one CSV row per log event (a stable column set, so runs can be compared with any
+tool) and the same scalars to TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+CSV_COLUMNS = (
+    "env_steps", "updates", "wall_time", "sps",
+    "episodic_return", "episode_length", "eval_return_mean", "eval_return_std",
+    "critic_loss", "policy_loss_q", "policy_loss_g", "alpha", "entropy", "q_mean", "q_sigma",
+)
+
+
+class MetricsWriter:
+    def __init__(self, run_dir: Path, tensorboard: bool = True):
+        self.csv_path = run_dir / "metrics.csv"
+        new_file = not self.csv_path.exists()
+        self._file = open(self.csv_path, "a", newline="")
+        self._csv = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        if new_file:
+            self._csv.writeheader()
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(run_dir))
+
+    def write(self, row: dict[str, float]) -> None:
+        clean = {k: v for k, v in row.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
+        self._csv.writerow(clean)
+        self._file.flush()
+        if self._tb is not None:
+            step = int(row["env_steps"])
+            for key, value in clean.items():
+                if key not in ("env_steps",):
+                    self._tb.add_scalar(f"{_tb_group(key)}/{key}", value, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _tb_group(key: str) -> str:
+    if key.startswith("eval"):
+        return "eval"
+    if key in ("episodic_return", "episode_length"):
+        return "rollout"
+    if key in ("sps", "wall_time", "updates"):
+        return "time"
+    return "train"

@@ -1,0 +1,46 @@
+import pytest
+
+from dacer2.config import TrainConfig
+
+
+def test_algo_presets():
+    d2 = TrainConfig(algo="dacer2", env_id="Hopper-v5").resolved()
+    assert (d2.diffusion_steps, d2.temporal_weighting) == (5, True) and d2.eta > 0
+    dacer = TrainConfig(algo="dacer").resolved()
+    assert (dacer.diffusion_steps, dacer.eta) == (20, 0.0)
+    assert TrainConfig(algo="dacer2-no-weight").resolved().temporal_weighting is False
+    assert TrainConfig(algo="dacer2-no-qgrad").resolved().eta == 0.0
+
+
+def test_env_presets_and_user_values_win():
+    cheetah = TrainConfig(env_id="HalfCheetah-v5", total_steps=10_000_000).resolved()
+    assert cheetah.noise_scale == 0.15 and cheetah.learning_starts == 200_000
+    hopper = TrainConfig(env_id="Hopper-v5", total_steps=20_000).resolved()
+    assert hopper.noise_scale == 0.1 and hopper.learning_starts == 2_000  # capped at a tenth of the budget
+    mine = TrainConfig(algo="dacer", eta=0.5, diffusion_steps=7, noise_scale=0.3, learning_starts=123).resolved()
+    assert (mine.eta, mine.diffusion_steps, mine.noise_scale, mine.learning_starts) == (0.5, 7, 0.3, 123)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(total_steps=0), "total-steps"),
+        (dict(diffusion_steps=0), "diffusion-steps"),
+        (dict(batch_size=512, buffer_size=100), "buffer-size"),
+        (dict(eta=-1.0), "eta"),
+        (dict(num_envs=0), "num-envs"),
+    ],
+)
+def test_invalid_config_is_rejected_clearly(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs).resolved()
+
+
+def test_config_json_roundtrip():
+    cfg = TrainConfig(env_id="Hopper-v5", actor_hidden=(64, 64)).resolved()
+    import json
+
+    again = TrainConfig.from_dict(json.loads(cfg.to_json()))
+    assert again == cfg
+    with pytest.raises(ValueError, match="unknown config keys"):
+        TrainConfig.from_dict({"no_such_option": 1})

@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+
+from dacer2.diffusion import DiffusionSchedule, ReverseChain, sinusoidal_embedding, temporal_weight
+
+
+def test_vp_schedule_T5_matches_spec():
+    s = DiffusionSchedule.vp(5)
+    assert torch.allclose(s.betas, torch.tensor([0.1959, 0.4588, 0.6358, 0.7549, 0.8350], dtype=torch.float64), atol=5e-5)
+    # alpha_1 = exp(-0.1/5 - 0.5 * 9.9 / 25) from the closed form, and the products built from it.
+    assert s.alphas[0].item() == pytest.approx(math.exp(-0.02 - 0.198), rel=1e-12)
+    assert torch.allclose(s.alphas_cumprod, torch.cumprod(s.alphas, 0))
+    assert s.alphas_cumprod_prev[0].item() == 1.0
+    assert torch.allclose(s.alphas_cumprod_prev[1:], s.alphas_cumprod[:-1])
+    # The last step's posterior variance is exactly zero and is clipped at log(1e-20).
+    assert s.posterior_log_variance[0].item() == pytest.approx(math.log(1e-20))
+    # At t = 0 the posterior mean is exactly x0_hat: c1 = 1, c2 = 0.
+    assert s.posterior_mean_coef1[0].item() == pytest.approx(1.0)
+    assert s.posterior_mean_coef2[0].item() == pytest.approx(0.0)
+    t = 3
+    expected_c1 = s.betas[t] * math.sqrt(s.alphas_cumprod_prev[t]) / (1 - s.alphas_cumprod[t])
+    assert s.posterior_mean_coef1[t].item() == pytest.approx(expected_c1.item())
+
+
+def test_schedule_rejects_zero_steps():
+    with pytest.raises(ValueError, match="at least one step"):
+        DiffusionSchedule.vp(0)
+
+
+def test_temporal_weight_values():
+    w = temporal_weight(5)
+    assert w[4].item() == pytest.approx(math.exp(0.2))  # noisiest step, largest weight
+    assert w[0].item() == pytest.approx(math.exp(-1.4))  # last step, smallest weight
+    assert torch.all(w[1:] > w[:-1])
+    assert torch.equal(temporal_weight(5, enabled=False), torch.ones(5, dtype=torch.float64))
+    assert temporal_weight(3, c=1.0, d=0.0)[2].item() == pytest.approx(math.exp(3.0))
+
+
+def test_sinusoidal_embedding_is_scaled_sin_cos():
+    emb = sinusoidal_embedding(torch.tensor([0.0, 2.0]), 16)
+    assert emb.shape == (2, 16)
+    assert torch.allclose(emb[0, :8], torch.zeros(8)) and torch.allclose(emb[0, 8:], torch.full((8,), 0.25))
+    assert emb[1, 0].item() == pytest.approx(math.sin(2.0) / 4)
+    assert emb[1, 9].item() == pytest.approx(math.cos(2.0 * 10000 ** (-1 / 8)) / 4)
+
+
+def _linear_denoiser(obs, x, t):
+    return 0.3 * x + 0.1 * obs[:, :1] + 0.05 * t
+
+
+@pytest.mark.parametrize("T", [1, 5, 20])
+def test_sampler_shape_range_and_seed(T):
+    chain = ReverseChain(DiffusionSchedule.vp(T))
+    obs = torch.randn(7, 4)
+    out = chain.sample(_linear_denoiser, obs, 3, torch.Generator().manual_seed(1))
+    assert out.action.shape == (7, 3)
+    # The last step's mean is the clipped x0 estimate, so the chain ends inside the action box.
+    assert out.action.abs().max() <= 1.0
+    assert len(out.visited) == len(out.eps) == T and out.steps == list(reversed(range(T)))
+    again = chain.sample(_linear_denoiser, obs, 3, torch.Generator().manual_seed(1))
+    other = chain.sample(_linear_denoiser, obs, 3, torch.Generator().manual_seed(2))
+    assert torch.equal(out.action, again.action)
+    assert not torch.equal(out.action, other.action)
+
+
+def test_chain_noise_switch():
+    chain = ReverseChain(DiffusionSchedule.vp(5))
+    obs, x0 = torch.randn(4, 2), torch.randn(4, 3)
+    quiet_a = chain.sample(_linear_denoiser, obs, 3, torch.Generator().manual_seed(1), chain_noise=False, initial=x0)
+    quiet_b = chain.sample(_linear_denoiser, obs, 3, torch.Generator().manual_seed(9), chain_noise=False, initial=x0)
+    noisy = chain.sample(_linear_denoiser, obs, 3, torch.Generator().manual_seed(1), chain_noise=True, initial=x0)
+    assert torch.equal(quiet_a.action, quiet_b.action)  # no randomness left once the start is fixed
+    assert not torch.allclose(quiet_a.action, noisy.action)
+
+
+def test_chain_step_formula_by_hand():
+    s = DiffusionSchedule.vp(5)
+    chain = ReverseChain(s)
+    x, eps, z, t = torch.tensor([[0.4]]), torch.tensor([[0.2]]), torch.tensor([[-0.5]]), 2
+    x0 = (torch.sqrt(1 / s.alphas_cumprod[t]) * 0.4 - torch.sqrt(1 / s.alphas_cumprod[t] - 1) * 0.2).clamp(-1, 1)
+    expected = s.posterior_mean_coef1[t] * x0 + s.posterior_mean_coef2[t] * 0.4 + torch.exp(0.5 * s.posterior_log_variance[t]) * -0.5
+    assert chain.step(x, eps, t, z).item() == pytest.approx(expected.item(), rel=1e-6)
