@@ -39,6 +39,7 @@ def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: 
 
 
 def _rescaled(env: gym.Env) -> gym.Env:
+    check_spaces(env.observation_space, env.action_space, env.spec.id if env.spec else type(env).__name__)
     with warnings.catch_warnings():
         # MuJoCo tasks declare float64 bounds on a float32 space; the cast Gymnasium warns about is harmless.
         warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
@@ -57,7 +58,6 @@ def make_vector_env(env_id: str, num_envs: int, seed: int, **make_kwargs) -> gym
         wrappers=[_rescaled],
         **make_kwargs,
     )
-    check_spaces(envs.single_observation_space, envs.single_action_space, env_id)
     envs.action_space.seed(seed)
     return envs
 
