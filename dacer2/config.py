@@ -83,6 +83,9 @@ class TrainConfig:
     """Show a progress bar with steps/s and the latest returns."""
     torch_threads: Optional[int] = None
     """CPU threads for torch (default: torch's own choice)."""
+    backend: Literal["auto", "fused", "reference"] = "auto"
+    """Compute path for the diffusion chain and critic gradients: fused kernels (C++ on CPU, Triton on CUDA),
+    the plain-PyTorch reference, or auto (env DACER2_BACKEND if set, else fused where available)."""
 
     # --- policy: reverse diffusion (SPEC 1) --------------------------------------------------------------
     diffusion_steps: Optional[int] = None
