@@ -1,0 +1,38 @@
+"""GaussianAgent: DACER2Agent with the diffusion chain replaced by a Gaussian head (see dacer2/gaussian.py for why
+and what stays the same)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from dacer2.agent import DACER2Agent
+from dacer2.config import TrainConfig
+from dacer2.diffusion import ChainOutput
+from dacer2.gaussian import POLICY_FAMILY, GaussianActor
+
+
+class GaussianAgent(DACER2Agent):
+    """DACER2Agent whose policy is a Gaussian head instead of the diffusion chain (see the module docstring)."""
+
+    policy_family = POLICY_FAMILY
+
+    def __init__(self, obs_dim: int, action_dim: int, config: TrainConfig, device: torch.device | str = "cpu"):
+        # No chain steps, so no Q-gradient field loss; diffusion_steps only sizes the unused chain.
+        config = dataclasses.replace(config.resolved(), eta=0.0)
+        super().__init__(obs_dim, action_dim, config, device)
+        self.actor = GaussianActor(obs_dim, action_dim, config.actor_hidden, config.activation).to(self.device)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+
+    def run_chain(self, obs: torch.Tensor, chain_noise: bool = True) -> ChainOutput:
+        # The inherited critic targets, policy loss and entropy estimate all call run_chain; here it samples the
+        # Gaussian (chain_noise=False means "no sampling noise", i.e. the mean).
+        action = self.actor.sample(obs, self.generator, deterministic=not chain_noise)
+        return ChainOutput(action=action, visited=[], eps=[], steps=[])
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        if deterministic:  # the mean, whatever deterministic_chain_noise says: that switch is about the chain
+            return self.actor.sample(obs, None, deterministic=True)
+        return self.explore(self.run_chain(obs).action)

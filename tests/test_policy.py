@@ -1,0 +1,89 @@
+"""The deployment Policy: loads actor-only from a tiny trained checkpoint, acts in env bounds, and reproduces the
+agent's actions given the same generator state."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import dacer2
+from dacer2.agent import DACER2Agent
+from dacer2.checkpoint import CheckpointError, load_checkpoint
+from dacer2.config import TrainConfig
+from dacer2.policy import PolicyInputError
+from dacer2.trainer import train
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("policy")
+    cfg = TrainConfig(
+        env_id="InvertedPendulum-v5", total_steps=200, learning_starts=100, eval_every=200, eval_episodes=1,
+        actor_hidden=(16, 16), critic_hidden=(16, 16), batch_size=32, entropy_states=4, entropy_samples=20,
+        alpha_every=50, progress=False, run_dir=str(tmp / "run"), torch_threads=1,
+    )
+    return train(cfg).run_dir
+
+
+def test_import_dacer2_is_light_and_exports_policy():
+    code = "import sys, dacer2; assert 'torch' not in sys.modules; dacer2.Policy; assert 'torch' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_act_shapes_and_bounds(run_dir):
+    policy = dacer2.Policy.load(run_dir)
+    assert policy.info.backend == "reference"
+    np.testing.assert_allclose(policy.action_low, [-3.0])  # InvertedPendulum's own bounds, not [-1, 1]
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    single = policy.act(obs[0])
+    assert single.shape == (1,) and single.dtype == np.float32
+    for deterministic in (True, False):
+        batch = policy.act(obs, deterministic=deterministic)
+        assert batch.shape == (64, 1)
+        assert np.all(batch >= -3.0) and np.all(batch <= 3.0)
+    # alpha = 3 at init, k = 0.1: exploration noise of std 0.3 in [-1, 1], x3 in env units; actions must spread.
+    assert policy.act(np.repeat(obs[:1], 64, 0), deterministic=False).std() > 0.1
+
+
+def test_policy_matches_agent_with_same_generator_state(run_dir):
+    payload = load_checkpoint(run_dir / "checkpoints" / "final.pt")
+    agent = DACER2Agent(payload["obs_dim"], payload["action_dim"], TrainConfig.from_dict(payload["config"]))
+    agent.load_training_state(payload["agent"])
+    policy = dacer2.Policy.load(run_dir / "checkpoints" / "final.pt")
+    obs = np.random.default_rng(1).normal(size=(8, 4)).astype(np.float32)
+    for deterministic in (True, False):
+        agent.generator.manual_seed(123)
+        policy.seed(123)
+        expected = agent.act(torch.from_numpy(obs), deterministic=deterministic).numpy()
+        got = policy.act(obs, deterministic=deterministic)
+        np.testing.assert_allclose(got, 3.0 * expected, rtol=1e-5, atol=1e-5)  # [-1, 1] -> [-3, 3]
+
+
+def test_same_seed_same_actions_and_loads_actor_only(run_dir):
+    a = dacer2.Policy.load(run_dir, seed=7)
+    b = dacer2.Policy.load(run_dir, seed=7)
+    obs = np.zeros((4, 4), dtype=np.float32)
+    np.testing.assert_array_equal(a.act(obs, deterministic=False), b.act(obs, deterministic=False))
+    names = {name for name, _ in a._net.named_parameters()}
+    assert names and all(name.startswith("actor.") for name in names)  # no critic, no target critic
+
+
+def test_bad_observations_fail_clearly(run_dir):
+    policy = dacer2.Policy.load(run_dir)
+    with pytest.raises(PolicyInputError, match=r"shape \[4\] or \[N, 4\].*got \[3\]"):
+        policy.act(np.zeros(3))
+    with pytest.raises(PolicyInputError, match="shape"):
+        policy.act(np.zeros((2, 2, 4)))
+    with pytest.raises(PolicyInputError, match="NaN.*row 1, index 2"):
+        policy.act(np.array([[0, 0, 0, 0], [0, 0, np.nan, 0]], dtype=np.float32))
+
+
+def test_missing_checkpoint_is_a_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        dacer2.Policy.load(tmp_path)
+    with pytest.raises(CheckpointError, match="no run directory"):
+        dacer2.Policy.load(tmp_path / "missing.pt")
