@@ -1,0 +1,89 @@
+"""dacer2-plot on fake run directories: the figure has content, seeds are averaged, tables hold the
+papers' final-return metric."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from dacer2.plot_cli import plot_main
+from dacer2.plotting import aggregate, t975
+from dacer2.runs import final_return, load_run
+
+
+def fake_run(root, name, env_id, algo, seed, returns, step=1000, policy_family=None):
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"env_id": env_id, "algo": algo, "seed": seed}))
+    with open(run / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["env_steps", "updates", "episodic_return", "eval_return_mean", "eval_return_std"])
+        for i, ret in enumerate(returns, start=1):
+            writer.writerow([i * step - step // 2, i, ret - 5, "", ""])  # a training-only row between evals
+            writer.writerow([i * step, i, ret - 5, ret, 1.0])
+    if policy_family:
+        (run / "policy.json").write_text(json.dumps({"policy_family": policy_family}))
+    return run
+
+
+def test_final_return_is_best_eval_in_last_ten_percent():
+    steps = np.arange(1, 21) * 1000.0  # last 10% = steps >= 18000
+    returns = np.arange(20.0)
+    returns[10] = 999.0  # a great early evaluation must not count
+    returns[17] = 50.0
+    assert final_return(steps, returns) == 50.0
+    assert final_return(np.array([1000.0]), np.array([3.0])) == 3.0
+
+
+def test_aggregate_mean_and_band():
+    class R:  # the fields aggregate reads
+        def __init__(self, steps, mean):
+            self.eval_steps, self.eval_mean = np.asarray(steps, float), np.asarray(mean, float)
+
+    curve = aggregate([R([0, 10, 20], [0, 10, 20]), R([0, 10, 20, 30], [2, 12, 22, 32])])
+    np.testing.assert_allclose(curve.steps, [0, 10, 20])  # only where both seeds have data
+    np.testing.assert_allclose(curve.mean, [1, 11, 21])
+    half = t975(1) * np.std([0, 2], ddof=1) / np.sqrt(2)
+    np.testing.assert_allclose(curve.high - curve.mean, half)
+
+
+def test_plot_cli_writes_nonempty_figure_and_tables(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    fake_run(runs, "a0", "Hopper-v5", "dacer2", 0, [10, 50, 90, 120, 100])
+    fake_run(runs, "a1", "Hopper-v5", "dacer2", 1, [20, 60, 100, 140, 130])
+    fake_run(runs, "b0", "Hopper-v5", "dacer", 0, [5, 20, 40, 60, 70])
+    fake_run(runs, "g0", "dacer2/MultiGoal-v0", "dacer2", 0, [-900, -500, -300], policy_family="gaussian")
+    out = tmp_path / "out"
+    assert plot_main([str(runs), "--out-dir", str(out), "--formats", "png", "svg", "--title", "test"]) == 0
+
+    import matplotlib.image as mpimg
+
+    image = mpimg.imread(out / "learning_curves.png")
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    assert image[..., :3].var() > 0  # something was drawn
+    assert (out / "learning_curves.svg").stat().st_size > 1000
+
+    summary = list(csv.DictReader(open(out / "learning_curves_summary.csv")))
+    by = {(r["env_id"], r["algo"]): r for r in summary}
+    assert by[("Hopper-v5", "dacer2")]["seeds"] == "2"
+    assert float(by[("Hopper-v5", "dacer2")]["final_return_mean"]) == pytest.approx(115.0)  # last evals (100 + 130) / 2: the window is the last 10% only
+    assert float(by[("Hopper-v5", "dacer2")]["final_return_std"]) == pytest.approx(np.std([100, 130], ddof=1))
+    assert ("dacer2/MultiGoal-v0", "gaussian") in by  # the comparison run is labelled by its policy family
+    assert len(list(csv.DictReader(open(out / "learning_curves_runs.csv")))) == 4
+    printed = capsys.readouterr().out
+    assert "| Hopper-v5 | dacer2 | 2 | 115.0 +- 21.2 |" in printed
+    assert (out / "learning_curves.md").read_text().startswith("## Final return per algorithm")
+
+
+def test_plot_cli_errors_are_one_line(tmp_path, capsys):
+    assert plot_main([str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dacer2-plot: error: no run directory at")
+    assert plot_main([]) == 2
+
+
+def test_load_run_reads_eval_rows_only(tmp_path):
+    run = load_run(fake_run(tmp_path, "r", "Hopper-v5", "dacer", 3, [1, 2, 3]))
+    np.testing.assert_array_equal(run.eval_steps, [1000, 2000, 3000])
+    assert run.seed == 3 and run.last_return == 3
