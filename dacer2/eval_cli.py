@@ -1,0 +1,161 @@
+"""dacer2-eval: evaluate a trained policy from a run directory or checkpoint file.
+
+Prints (and optionally writes as JSON) the mean +- std return of fresh episodes, the papers' final-return metric
+from the run's metrics.csv, and on the multi-goal task the multimodality metric plus the trajectory figure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import tyro
+
+
+@dataclass
+class EvalConfig:
+    """Evaluate a trained dacer2 policy (run directory or checkpoint file)."""
+
+    path: tyro.conf.Positional[str]
+    """Run directory (uses checkpoints/final.pt) or a checkpoint file."""
+    episodes: int = 10
+    """Evaluation episodes per policy mode, run as one batch of parallel envs."""
+    mode: Literal["deterministic", "stochastic", "both"] = "both"
+    """Which policy to evaluate: deterministic (no alpha-noise, as in training's evaluations), stochastic (the
+    executed policy with alpha-noise) or both."""
+    seed: int = 0
+    """Seed of the evaluation envs and of the policy's noise."""
+    device: str = "cpu"
+    """Torch device for the policy."""
+    backend: str = "auto"
+    """Inference backend (auto = the fastest available)."""
+    torch_threads: Optional[int] = 1
+    """CPU threads for torch (None: torch's own choice)."""
+    video: Optional[str] = None
+    """Record one deterministic episode to this .gif (or .mp4 with imageio-ffmpeg); needs a rendering backend
+    (MuJoCo: MUJOCO_GL=egl/osmesa), otherwise the command fails with a one-line reason."""
+    multigoal_rollouts: int = 100
+    """Multi-goal task only: rollouts from (0, 0) per mode for the goal-coverage metric."""
+    trajectories_per_start: int = 10
+    """Multi-goal task only: rollouts per start point drawn in the trajectory figure."""
+    plot: Optional[str] = None
+    """Multi-goal task only: trajectory figure path (default: <run dir>/eval/multigoal_trajectories.png)."""
+    json_out: Optional[str] = None
+    """Also write every number printed here to this JSON file."""
+
+
+def _modes(mode: str) -> list[bool]:
+    """The `deterministic` flags to evaluate, deterministic first."""
+    return {"deterministic": [True], "stochastic": [False], "both": [True, False]}[mode]
+
+
+def _name(deterministic: bool) -> str:
+    return "deterministic" if deterministic else "stochastic"
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    import torch
+
+    from dacer2.envs import MULTIGOAL_ID, make_vector_env
+    from dacer2.evaluation import evaluate
+    from dacer2.policy import Policy
+
+    if cfg.episodes < 1 or cfg.multigoal_rollouts < 1 or cfg.trajectories_per_start < 1:
+        raise ValueError("--episodes, --multigoal-rollouts and --trajectories-per-start must be positive")
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    if cfg.video:  # fail on a bad path or a missing writer before spending time on evaluation
+        from dacer2.video import check_video_path
+
+        check_video_path(cfg.video)
+    policy = Policy.load(cfg.path, device=cfg.device, backend=cfg.backend, seed=cfg.seed)
+    env_id = policy.info.env_id
+    ckpt = policy.info.checkpoint
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    report: dict = {"checkpoint": str(ckpt), "env_id": env_id, "policy_family": policy.info.policy_family,
+                    "env_steps": policy.info.env_steps, "returns": {}}
+    print(f"{policy}\ncheckpoint: {ckpt}")
+
+    envs = make_vector_env(env_id, cfg.episodes, cfg.seed)
+    try:
+        for deterministic in _modes(cfg.mode):
+            policy.seed(cfg.seed)
+            returns = evaluate(lambda obs: policy.act_normalized(obs, deterministic), envs, policy.device, cfg.seed)
+            report["returns"][_name(deterministic)] = {"mean": float(returns.mean()), "std": float(returns.std()),
+                                                      "episodes": cfg.episodes}
+            print(f"{_name(deterministic):>13} return: {returns.mean():.1f} +- {returns.std():.1f} "
+                  f"over {cfg.episodes} episodes")
+    finally:
+        envs.close()
+
+    if (run_dir / "metrics.csv").is_file():
+        from dacer2.runs import read_eval_history, final_return
+
+        steps, means, _ = read_eval_history(run_dir / "metrics.csv")
+        if steps.size:
+            report["final_return"] = final_return(steps, means)
+            print(f"final return (best training evaluation in the last 10% of {int(steps.max())} env steps): "
+                  f"{report['final_return']:.1f}")
+
+    if env_id == MULTIGOAL_ID:
+        report["multigoal"] = multigoal_report(policy, cfg, run_dir)
+
+    if cfg.video:
+        from dacer2.video import record_episode
+
+        policy.seed(cfg.seed)
+        frames = record_episode(env_id, lambda obs: policy.act(obs, deterministic=True), cfg.video, seed=cfg.seed)
+        report["video"] = cfg.video
+        print(f"video: {cfg.video} ({frames} frames)")
+
+    if cfg.json_out:
+        Path(cfg.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.json_out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def multigoal_report(policy, cfg: EvalConfig, run_dir: Path) -> dict:
+    """Goal coverage from (0, 0) per mode, and the trajectory figure from the five start points."""
+    from dacer2.multigoal_plot import START_POINTS, plot_trajectories
+    from dacer2.multimodality import rollout_goals
+
+    out: dict = {}
+    panels = {}
+    for deterministic in _modes(cfg.mode):
+        name = _name(deterministic)
+        policy.seed(cfg.seed)
+        act = lambda obs, d=deterministic: policy.act(obs, deterministic=d)  # noqa: E731
+        stats = rollout_goals(act, cfg.multigoal_rollouts).stats
+        out[name] = stats.as_dict()
+        print(f"{name:>13} goals from (0, 0): {stats.summary()}")
+        per_start = [rollout_goals(act, cfg.trajectories_per_start, start=s).trajectories for s in START_POINTS]
+        panels[f"{policy.info.policy_family} policy, {name}\ncoverage {stats.coverage}/4 "
+               f"({cfg.multigoal_rollouts} rollouts)"] = per_start
+    plot_path = Path(cfg.plot) if cfg.plot else run_dir / "eval" / "multigoal_trajectories.png"
+    plot_trajectories(panels, plot_path, title=f"{policy.info.env_steps} env steps")
+    out["plot"] = str(plot_path)
+    print(f"trajectory plot: {plot_path}")
+    return out
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    cfg = tyro.cli(EvalConfig, args=argv)
+    from dacer2.cli import USER_ERRORS
+    from dacer2.video import RenderError
+
+    try:
+        run_eval(cfg)
+    except (*USER_ERRORS, RenderError) as exc:
+        print(f"dacer2-eval: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dacer2-eval: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(eval_main())

@@ -1,0 +1,86 @@
+"""dacer2-eval on a tiny checkpoint trained in the test: returns, final-return metric, multi-goal coverage and
+trajectory figure, video, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dacer2.config import TrainConfig
+from dacer2.eval_cli import eval_main
+from dacer2.trainer import train
+from dacer2.video import RenderError, ensure_rendering
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval")
+    cfg = TrainConfig(
+        env_id="dacer2/MultiGoal-v0", total_steps=300, learning_starts=100, eval_every=100, eval_episodes=2,
+        actor_hidden=(16, 16), critic_hidden=(16, 16), batch_size=32, entropy_states=4, entropy_samples=20,
+        alpha_every=100, progress=False, run_dir=str(tmp / "run"), torch_threads=1,
+    )
+    return train(cfg).run_dir
+
+
+def test_eval_multigoal_reports_and_plots(run_dir, tmp_path, capsys):
+    out_json, plot, video = tmp_path / "eval.json", tmp_path / "traj.png", tmp_path / "episode.gif"
+    code = eval_main([str(run_dir), "--episodes", "3", "--multigoal-rollouts", "20", "--trajectories-per-start", "2",
+                      "--plot", str(plot), "--json-out", str(out_json), "--video", str(video)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "deterministic return:" in printed and "stochastic return:" in printed
+    assert "coverage" in printed and "final return (best training evaluation in the last 10%" in printed
+    report = json.loads(out_json.read_text())
+    assert report["env_id"] == "dacer2/MultiGoal-v0" and report["env_steps"] == 300
+    for mode in ("deterministic", "stochastic"):
+        assert report["returns"][mode]["episodes"] == 3
+        assert np.isfinite(report["returns"][mode]["mean"])
+        goals = report["multigoal"][mode]
+        assert goals["total"] == 20 and sum(goals["counts"].values()) + goals["none"] == 20
+    # The run evaluated every 100 steps; the last 10% of 300 steps holds only the evaluation at 300.
+    metrics_rows = [line.split(",") for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]]
+    last_eval = [float(r[6]) for r in metrics_rows if r[6]][-1]
+    assert report["final_return"] == pytest.approx(last_eval)
+
+    import matplotlib.image as mpimg
+
+    image = mpimg.imread(plot)
+    assert image[..., :3].var() > 0 and image.shape[1] > image.shape[0]  # two panels side by side
+    assert video.stat().st_size > 1000
+
+
+def test_eval_checkpoint_file_single_mode(run_dir, capsys):
+    assert eval_main([str(run_dir / "checkpoints" / "final.pt"), "--mode", "stochastic", "--episodes", "2",
+                      "--multigoal-rollouts", "5", "--trajectories-per-start", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "stochastic return:" in printed and "deterministic return:" not in printed
+    assert (run_dir / "eval" / "multigoal_trajectories.png").is_file()  # default location: inside the run
+
+
+def test_errors_are_one_line(tmp_path, run_dir, capsys):
+    assert eval_main([str(tmp_path / "missing")]) == 2
+    assert eval_main([str(run_dir), "--video", str(tmp_path / "x.avi")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2
+    assert errors[0].startswith("dacer2-eval: error: no run directory or checkpoint file")
+    assert "must end in .gif or .mp4" in errors[1]
+
+
+def test_missing_gl_backend_fails_clearly(monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", "no-such-backend")
+    with pytest.raises(RenderError, match="cannot render InvertedPendulum-v5: no working MuJoCo OpenGL backend"):
+        ensure_rendering("InvertedPendulum-v5")
+    assert ensure_rendering("dacer2/MultiGoal-v0") == "matplotlib"  # drawn with matplotlib, needs no GL
+
+
+def test_help_documents_every_option():
+    proc = subprocess.run([sys.executable, "-m", "dacer2.eval_cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for flag in ("--episodes", "--mode", "--video", "--multigoal-rollouts", "--plot", "--json-out"):
+        assert flag in proc.stdout, flag
