@@ -1,0 +1,49 @@
+"""Acting: one action for one state, 1 thread, HalfCheetah dims (obs 17, act 6, 3x256 mish, T=5).
+Target (issue 3): fused <= 40 us per action and >= 12x the eager reference, same run."""
+
+import pytest
+import torch
+
+from dacer2.agent import DACER2Agent
+from dacer2.config import TrainConfig
+from dacer2.ops import HAS_CPU_KERNELS
+
+OBS, ACT = 17, 6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def make_agent(backend):
+    cfg = TrainConfig(env_id="HalfCheetah-v5", backend=backend).resolved()
+    torch.manual_seed(0)
+    return DACER2Agent(OBS, ACT, cfg)
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+@pytest.mark.parametrize("deterministic", [False, True], ids=["explore", "deterministic"])
+def test_act_batch1(benchmark, record, backend, deterministic):
+    if backend == "fused" and not HAS_CPU_KERNELS:
+        pytest.skip("dacer2._C is not built: pip install --no-build-isolation -e .")
+    agent = make_agent(backend)
+    obs = torch.randn(1, OBS)
+    agent.act(obs, deterministic)
+    benchmark.pedantic(agent.act, args=(obs, deterministic), rounds=300 if backend == "fused" else 60,
+                       iterations=5, warmup_rounds=5)
+    record(f"act B=1 {'det' if deterministic else 'explore'}", backend, benchmark)
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_act_batch20(benchmark, record, backend):
+    """20 parallel envs (the papers' protocol)."""
+    if backend == "fused" and not HAS_CPU_KERNELS:
+        pytest.skip("dacer2._C is not built: pip install --no-build-isolation -e .")
+    agent = make_agent(backend)
+    obs = torch.randn(20, OBS)
+    benchmark.pedantic(agent.act, args=(obs,), rounds=40, iterations=2, warmup_rounds=2)
+    record("act B=20 explore", backend, benchmark)

@@ -1,0 +1,517 @@
+// CPU implementations of the dacer2:: ops (schemas are defined in Python, dacer2/ops/_schemas.py, so the
+// reference twins work without this extension). This is the only unit that includes ATen: it checks the
+// arguments, allocates outputs, runs the GEMMs through ATen and calls the plain-loop kernels of kernels.cpp
+// for everything elementwise. Layouts: see kernels.h.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "kernels.h"
+
+namespace dacer2 {
+namespace {
+
+using at::Tensor;
+
+struct Layout {
+  int64_t S, A, T, L;
+  std::vector<int64_t> H;
+  int64_t numel;  // packed size
+  // offsets into packed
+  int64_t w1o, w1x, sb;
+  std::vector<int64_t> W, b;  // index l = 1..L-1
+  int64_t wo, bo;
+  int64_t sumH;
+};
+
+Layout make_layout(c10::IntArrayRef dims) {
+  TORCH_CHECK(dims.size() >= 4, "dacer2: dims must be [S, A, T, H1, ..., HL] with at least one hidden layer, got ",
+              dims.size(), " entries");
+  Layout l;
+  l.S = dims[0];
+  l.A = dims[1];
+  l.T = dims[2];
+  l.L = static_cast<int64_t>(dims.size()) - 3;
+  TORCH_CHECK(l.S >= 1 && l.A >= 1 && l.T >= 1, "dacer2: dims S, A, T must be positive, got ", dims);
+  for (int64_t i = 0; i < l.L; ++i) {
+    TORCH_CHECK(dims[3 + i] >= 1, "dacer2: hidden sizes must be positive, got ", dims);
+    l.H.push_back(dims[3 + i]);
+  }
+  int64_t off = 0;
+  l.w1o = off;
+  off += l.S * l.H[0];
+  l.w1x = off;
+  off += l.A * l.H[0];
+  l.sb = off;
+  off += l.T * l.H[0];
+  l.W.assign(l.L, 0);
+  l.b.assign(l.L, 0);
+  for (int64_t i = 1; i < l.L; ++i) {
+    l.W[i] = off;
+    off += l.H[i - 1] * l.H[i];
+    l.b[i] = off;
+    off += l.H[i];
+  }
+  l.wo = off;
+  off += l.H[l.L - 1] * l.A;
+  l.bo = off;
+  off += l.A;
+  l.numel = off;
+  l.sumH = 0;
+  for (auto h : l.H) l.sumH += h;
+  return l;
+}
+
+void check_float(const Tensor& t, const char* name, const Tensor& ref) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, "dacer2: ", name,
+              " must be float32 or float64, got ", t.scalar_type());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "dacer2: ", name, " has dtype ", t.scalar_type(),
+              " but obs has ", ref.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), "dacer2: ", name, " is on ", t.device(), " but obs is on ", ref.device());
+  TORCH_CHECK(t.is_contiguous(), "dacer2: ", name, " must be contiguous");
+}
+
+void check_shape(const Tensor& t, const char* name, std::vector<int64_t> shape) {
+  TORCH_CHECK(t.sizes().vec() == shape, "dacer2: ", name, " must have shape ", c10::IntArrayRef(shape), ", got ",
+              t.sizes());
+}
+
+void check_common(const Tensor& obs, const Tensor& packed, const Tensor& sched, const Layout& l) {
+  TORCH_CHECK(obs.dim() == 2 && obs.size(1) == l.S, "dacer2: obs must be [B, ", l.S, "], got ", obs.sizes());
+  check_float(obs, "obs", obs);
+  check_float(packed, "packed", obs);
+  check_float(sched, "sched", obs);
+  check_shape(packed, "packed", {l.numel});
+  check_shape(sched, "sched", {5, l.T});
+}
+
+// [rows, cols] view of the flat packed buffer at offset off.
+Tensor view2(const Tensor& flat, int64_t off, int64_t rows, int64_t cols) {
+  return flat.narrow(0, off, rows * cols).view({rows, cols});
+}
+
+template <typename T>
+T* ptr(const Tensor& t) {
+  return t.data_ptr<T>();
+}
+
+template <typename F>
+void par_rows(int64_t n, int64_t grain, const F& f) {
+  if (n <= grain) {
+    f(0, n);
+  } else {
+    at::parallel_for(0, n, grain, f);
+  }
+}
+
+// ---- the chain forward over a batch with GEMMs (training forward, and large-batch acting) ----------------
+template <typename T>
+void chain_forward_impl(const Tensor& obs, const Tensor& packed, const Layout& l, const Tensor& sched,
+                        const Tensor& noise, bool chain_noise, Tensor& action, Tensor* visited, Tensor* eps_out,
+                        Tensor* saved_h, Tensor* saved_d) {
+  const int64_t B = obs.size(0), A = l.A, Tn = l.T, L = l.L;
+  const T* pk = packed.data_ptr<T>();
+  const T* sc = sched.data_ptr<T>();
+  const T* nz = noise.data_ptr<T>();
+  Tensor P = obs.mm(view2(packed, l.w1o, l.S, l.H[0]));  // the observation's share, once for all steps
+  const T* Pp = P.data_ptr<T>();
+  Tensor x = at::empty({B, A}, obs.options());
+  std::copy(nz, nz + B * A, x.data_ptr<T>());
+  Tensor eps_tmp = at::empty({B, A}, obs.options());
+  std::vector<Tensor> tmp_h(L);
+  if (!saved_h)
+    for (int64_t i = 0; i < L; ++i) tmp_h[i] = at::empty({B, l.H[i]}, obs.options());
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, l.sumH));
+  for (int64_t k = 0; k < Tn; ++k) {
+    const int64_t t = Tn - 1 - k;
+    if (visited) std::copy(x.data_ptr<T>(), x.data_ptr<T>() + B * A, visited->data_ptr<T>() + k * B * A);
+    auto layer = [&](int64_t i, bool d) -> Tensor {
+      int64_t off = k * B * l.sumH;
+      for (int64_t j = 0; j < i; ++j) off += B * l.H[j];
+      Tensor* src = d ? saved_d : saved_h;
+      return src->narrow(0, off, B * l.H[i]).view({B, l.H[i]});
+    };
+    Tensor h = saved_h ? layer(0, false) : tmp_h[0];
+    T* dptr = saved_d ? ptr<T>(layer(0, true)) : nullptr;
+    {
+      T* hp = h.data_ptr<T>();
+      const T* xp = x.data_ptr<T>();
+      const T* sbt = pk + l.sb + t * l.H[0];
+      const T* w1x = pk + l.w1x;
+      const int64_t H1 = l.H[0];
+      par_rows(B, grain, [&](int64_t r0, int64_t r1) {
+        layer1_mish<T>(Pp, sbt, xp, w1x, A, H1, hp, dptr, r0, r1);
+      });
+    }
+    for (int64_t i = 1; i < L; ++i) {
+      Tensor hn = saved_h ? layer(i, false) : tmp_h[i];
+      at::addmm_out(hn, view2(packed, l.b[i], 1, l.H[i]), h, view2(packed, l.W[i], l.H[i - 1], l.H[i]));
+      T* hp = hn.data_ptr<T>();
+      T* dp = saved_d ? ptr<T>(layer(i, true)) : nullptr;
+      par_rows(B * l.H[i], 16384, [&](int64_t n0, int64_t n1) { mish_inplace<T>(hp, dp, n0, n1); });
+      h = hn;
+    }
+    Tensor e = eps_out ? eps_out->select(0, k) : eps_tmp;
+    at::addmm_out(e, view2(packed, l.bo, 1, A), h, view2(packed, l.wo, l.H[L - 1], A));
+    const bool add = chain_noise && t > 0;
+    Tensor xn = (k == Tn - 1) ? action : at::empty({B, A}, obs.options());
+    posterior_step<T>(x.data_ptr<T>(), e.data_ptr<T>(), sc[t], sc[Tn + t], sc[2 * Tn + t], sc[3 * Tn + t],
+                      sc[4 * Tn + t], add ? nz + (k + 1) * B * A : nullptr, xn.data_ptr<T>(), 0, B * A);
+    x = xn;
+  }
+}
+
+// ---- op: sample_chain (acting, no grad) -------------------------------------------------------------------
+Tensor sample_chain_cpu(const Tensor& obs, const Tensor& packed, c10::IntArrayRef dims, const Tensor& sched,
+                        const Tensor& alpha_scale, const Tensor& rng, const std::optional<Tensor>& noise,
+                        bool chain_noise, bool explore) {
+  const Layout l = make_layout(dims);
+  check_common(obs, packed, sched, l);
+  check_float(alpha_scale, "alpha_scale", obs);
+  TORCH_CHECK(alpha_scale.numel() == 1, "dacer2: alpha_scale must hold one value, got shape ", alpha_scale.sizes());
+  TORCH_CHECK(rng.scalar_type() == at::kLong && rng.numel() == 2 && rng.is_contiguous(),
+              "dacer2: rng must be a contiguous int64 tensor [seed, offset], got ", rng.scalar_type(), " ",
+              rng.sizes());
+  TORCH_CHECK(rng.device() == obs.device(), "dacer2: rng is on ", rng.device(), " but obs is on ", obs.device());
+  const int64_t B = obs.size(0), A = l.A, Tn = l.T;
+  if (noise.has_value()) {
+    check_float(*noise, "noise", obs);
+    check_shape(*noise, "noise", {Tn + 1, B, A});
+  }
+  Tensor out = at::empty({B, A}, obs.options());
+  if (B == 0) return out;
+  int64_t* st = rng.data_ptr<int64_t>();
+  const uint64_t seed = static_cast<uint64_t>(st[0]), offset = static_cast<uint64_t>(st[1]);
+  if (!noise.has_value()) st[1] = static_cast<int64_t>(offset + static_cast<uint64_t>((Tn + 1) * B * A));
+  AT_DISPATCH_FLOATING_TYPES(obs.scalar_type(), "dacer2::sample_chain", [&] {
+    using T = scalar_t;
+    const T as = alpha_scale.data_ptr<T>()[0];
+    if (B < 16) {
+      // Small batches (acting in the environment): the whole chain per row in plain loops.
+      std::vector<int64_t> H = l.H;
+      ChainDims d{l.S, A, Tn, l.L, H.data()};
+      sample_chain_rows<T>(obs.data_ptr<T>(), B, packed.data_ptr<T>(), d, sched.data_ptr<T>(), as, chain_noise,
+                           explore, seed, offset, noise.has_value() ? noise->data_ptr<T>() : nullptr,
+                           out.data_ptr<T>(), 0, B);
+      return;
+    }
+    Tensor nz;
+    if (noise.has_value()) {
+      nz = *noise;
+    } else {
+      nz = at::empty({Tn + 1, B, A}, obs.options());
+      T* p = nz.data_ptr<T>();
+      at::parallel_for(0, nz.numel(), 8192, [&](int64_t a, int64_t b) { fill_normal<T>(seed, offset, a, b, p); });
+    }
+    Tensor x = explore ? at::empty({B, A}, obs.options()) : out;
+    chain_forward_impl<T>(obs, packed, l, sched, nz, chain_noise, x, nullptr, nullptr, nullptr, nullptr);
+    if (explore) explore_clip<T>(x.data_ptr<T>(), nz.data_ptr<T>() + Tn * B * A, as, out.data_ptr<T>(), 0, B * A);
+  });
+  return out;
+}
+
+// ---- op: chain_forward (training) -------------------------------------------------------------------------
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> chain_forward_cpu(const Tensor& obs, const Tensor& packed,
+                                                                     c10::IntArrayRef dims, const Tensor& sched,
+                                                                     const Tensor& noise, bool eps_stop_grad) {
+  (void)eps_stop_grad;  // only the backward uses it
+  const Layout l = make_layout(dims);
+  check_common(obs, packed, sched, l);
+  const int64_t B = obs.size(0), A = l.A, Tn = l.T;
+  check_float(noise, "noise", obs);
+  check_shape(noise, "noise", {Tn, B, A});
+  Tensor action = at::empty({B, A}, obs.options());
+  Tensor visited = at::empty({Tn, B, A}, obs.options());
+  Tensor eps = at::empty({Tn, B, A}, obs.options());
+  Tensor saved_h = at::empty({Tn * B * l.sumH}, obs.options());
+  Tensor saved_d = at::empty({Tn * B * l.sumH}, obs.options());
+  if (B == 0) return {action, visited, eps, saved_h, saved_d};
+  AT_DISPATCH_FLOATING_TYPES(obs.scalar_type(), "dacer2::chain_forward", [&] {
+    chain_forward_impl<scalar_t>(obs, packed, l, sched, noise, true, action, &visited, &eps, &saved_h, &saved_d);
+  });
+  return {action, visited, eps, saved_h, saved_d};
+}
+
+// ---- op: chain_backward -----------------------------------------------------------------------------------
+std::tuple<Tensor, Tensor> chain_backward_cpu(const Tensor& grad_action, const std::optional<Tensor>& grad_visited,
+                                              const std::optional<Tensor>& grad_eps, const Tensor& obs,
+                                              const Tensor& packed, c10::IntArrayRef dims, const Tensor& sched,
+                                              const Tensor& noise, const Tensor& visited, const Tensor& eps, const Tensor& saved_h,
+                                              const Tensor& saved_d, bool eps_stop_grad) {
+  const Layout l = make_layout(dims);
+  check_common(obs, packed, sched, l);
+  const int64_t B = obs.size(0), A = l.A, Tn = l.T, L = l.L;
+  check_float(grad_action, "grad_action", obs);
+  check_shape(grad_action, "grad_action", {B, A});
+  check_float(noise, "noise", obs);  // the reference twin recomputes from it; this kernel does not need it
+  check_shape(noise, "noise", {Tn, B, A});
+  check_float(visited, "visited", obs);
+  check_shape(visited, "visited", {Tn, B, A});
+  check_float(eps, "eps", obs);
+  check_shape(eps, "eps", {Tn, B, A});
+  check_float(saved_h, "saved_h", obs);
+  check_shape(saved_h, "saved_h", {Tn * B * l.sumH});
+  check_float(saved_d, "saved_d", obs);
+  check_shape(saved_d, "saved_d", {Tn * B * l.sumH});
+  if (grad_visited.has_value()) {
+    check_float(*grad_visited, "grad_visited", obs);
+    check_shape(*grad_visited, "grad_visited", {Tn, B, A});
+  }
+  if (grad_eps.has_value()) {
+    check_float(*grad_eps, "grad_eps", obs);
+    check_shape(*grad_eps, "grad_eps", {Tn, B, A});
+  }
+  Tensor grad_packed = at::zeros({l.numel}, obs.options());
+  Tensor grad_obs = at::zeros({B, l.S}, obs.options());
+  if (B == 0) return {grad_obs, grad_packed};
+  // Two gradient streams when L_g's gradient must reach the weights but not x_t: stream 0 carries L_q's
+  // (and everything that flows along the chain), stream 1 L_g's. Weight gradients use their sum (one GEMM).
+  const int64_t S = (grad_eps.has_value() && eps_stop_grad) ? 2 : 1;
+  AT_DISPATCH_FLOATING_TYPES(obs.scalar_type(), "dacer2::chain_backward", [&] {
+    using T = scalar_t;
+    const T* sc = sched.data_ptr<T>();
+    const T* gv = grad_visited.has_value() ? grad_visited->data_ptr<T>() : nullptr;
+    const T* ge = grad_eps.has_value() ? grad_eps->data_ptr<T>() : nullptr;
+    auto opts = obs.options();
+    Tensor dx = grad_action.clone();
+    Tensor gx = at::empty({B, A}, opts);
+    Tensor dout = at::empty({S, B, A}, opts);
+    Tensor dsum_out = S == 2 ? at::empty({B, A}, opts) : dout.select(0, 0);
+    std::vector<Tensor> sums(L);
+    for (int64_t i = 0; i < L; ++i) sums[i] = S == 2 ? at::empty({B, l.H[i]}, opts) : Tensor();
+    Tensor d1_acc = at::zeros({B, l.H[0]}, opts);
+    Tensor gW1x = view2(grad_packed, l.w1x, A, l.H[0]);
+    Tensor gWo = view2(grad_packed, l.wo, l.H[L - 1], A);
+    T* gbo = grad_packed.data_ptr<T>() + l.bo;
+    for (int64_t k = Tn - 1; k >= 0; --k) {
+      const int64_t t = Tn - 1 - k;
+      auto layer = [&](const Tensor& src, int64_t i) -> Tensor {
+        int64_t off = k * B * l.sumH;
+        for (int64_t j = 0; j < i; ++j) off += B * l.H[j];
+        return src.narrow(0, off, B * l.H[i]).view({B, l.H[i]});
+      };
+      const T* xk = visited.data_ptr<T>() + k * B * A;
+      const T* ek = eps.data_ptr<T>() + k * B * A;
+      T* gxp = gx.data_ptr<T>();
+      if (gv) {
+        std::copy(gv + k * B * A, gv + (k + 1) * B * A, gxp);
+      } else {
+        std::fill(gxp, gxp + B * A, T(0));
+      }
+      T* d0 = dout.data_ptr<T>();
+      posterior_step_backward<T>(xk, ek, sc[t], sc[Tn + t], sc[2 * Tn + t], sc[3 * Tn + t], dx.data_ptr<T>(), gxp,
+                                 d0, 0, B * A);
+      if (ge) {
+        const T* gek = ge + k * B * A;
+        if (S == 2) {
+          T* d1 = d0 + B * A;
+          T* ds = dsum_out.data_ptr<T>();
+          for (int64_t i = 0; i < B * A; ++i) {
+            d1[i] = gek[i];
+            ds[i] = d0[i] + gek[i];
+          }
+        } else {
+          for (int64_t i = 0; i < B * A; ++i) d0[i] += gek[i];
+        }
+      }
+      // output layer
+      Tensor hL = layer(saved_h, L - 1);
+      gWo.addmm_(hL.t(), dsum_out);
+      colsum_add<T>(dsum_out.data_ptr<T>(), B, A, gbo, 0, A);
+      Tensor delta = dout.view({S * B, A}).mm(view2(packed, l.wo, l.H[L - 1], A).t());
+      for (int64_t i = L - 1; i >= 0; --i) {
+        const int64_t H = l.H[i];
+        Tensor di = layer(saved_d, i);
+        Tensor sum = S == 2 ? sums[i] : delta;
+        {
+          T* dp = delta.data_ptr<T>();
+          const T* dd = di.data_ptr<T>();
+          T* sp = S == 2 ? sum.data_ptr<T>() : nullptr;
+          par_rows(B * H, 16384, [&](int64_t n0, int64_t n1) { mask_streams<T>(dp, dd, S, B * H, sp, n0, n1); });
+        }
+        if (i > 0) {
+          Tensor hprev = layer(saved_h, i - 1);
+          view2(grad_packed, l.W[i], l.H[i - 1], H).addmm_(hprev.t(), sum);
+          colsum_add<T>(sum.data_ptr<T>(), B, H, grad_packed.data_ptr<T>() + l.b[i], 0, H);
+          delta = delta.mm(view2(packed, l.W[i], l.H[i - 1], H).t());
+        } else {
+          // layer 1: obs share accumulates over steps, step bias per step, x share per step.
+          d1_acc.add_(sum);
+          colsum_add<T>(sum.data_ptr<T>(), B, H, grad_packed.data_ptr<T>() + l.sb + t * H, 0, H);
+          Tensor xk_t = visited.select(0, k);
+          gW1x.addmm_(xk_t.t(), sum);
+          Tensor d_q = S == 2 ? delta.narrow(0, 0, B) : delta;
+          gx.addmm_(d_q, view2(packed, l.w1x, A, H).t());
+        }
+      }
+      std::swap(dx, gx);
+    }
+    view2(grad_packed, l.w1o, l.S, l.H[0]).addmm_(obs.t(), d1_acc);
+    grad_obs.addmm_(d1_acc, view2(packed, l.w1o, l.S, l.H[0]).t());
+  });
+  return {grad_obs, grad_packed};
+}
+
+// ---- op: qgrad_loss and its backward -----------------------------------------------------------------------
+void check_qgrad(const Tensor& eps, const Tensor& g, const Tensor& w) {
+  TORCH_CHECK(eps.dim() == 3, "dacer2: eps must be [T, B, A], got ", eps.sizes());
+  check_float(eps, "eps", eps);
+  check_float(g, "g", eps);
+  check_float(w, "weight", eps);
+  check_shape(g, "g", eps.sizes().vec());
+  check_shape(w, "weight", {eps.size(0)});
+}
+
+Tensor qgrad_loss_cpu(const Tensor& eps, const Tensor& g, const Tensor& w) {
+  check_qgrad(eps, g, w);
+  const int64_t Tn = eps.size(0), B = eps.size(1), A = eps.size(2);
+  Tensor out = at::empty({}, eps.options());
+  AT_DISPATCH_FLOATING_TYPES(eps.scalar_type(), "dacer2::qgrad_loss", [&] {
+    const double s = qgrad_loss_rows<scalar_t>(eps.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
+                                               w.data_ptr<scalar_t>(), B, A, 0, Tn * B);
+    out.data_ptr<scalar_t>()[0] = static_cast<scalar_t>(s / static_cast<double>(std::max<int64_t>(1, Tn * B * A)));
+  });
+  return out;
+}
+
+Tensor qgrad_loss_backward_cpu(const Tensor& grad, const Tensor& eps, const Tensor& g, const Tensor& w) {
+  check_qgrad(eps, g, w);
+  check_float(grad, "grad", eps);
+  TORCH_CHECK(grad.numel() == 1, "dacer2: grad of the loss must be a scalar, got ", grad.sizes());
+  const int64_t Tn = eps.size(0), B = eps.size(1), A = eps.size(2);
+  Tensor out = at::empty_like(eps);
+  AT_DISPATCH_FLOATING_TYPES(eps.scalar_type(), "dacer2::qgrad_loss_backward", [&] {
+    using T = scalar_t;
+    const T scale = grad.data_ptr<T>()[0] / static_cast<T>(std::max<int64_t>(1, Tn * B * A));
+    qgrad_loss_backward_rows<T>(eps.data_ptr<T>(), g.data_ptr<T>(), w.data_ptr<T>(), B, A, scale, out.data_ptr<T>(), 0,
+                                Tn * B);
+  });
+  return out;
+}
+
+// ---- op: critic_action_grad --------------------------------------------------------------------------------
+// Critic packed layout: per layer i (dims [S, A, H1..HL], outputs 2): weight [2, in, out] then bias [2, out].
+std::tuple<Tensor, Tensor> critic_action_grad_cpu(const Tensor& obs, const Tensor& action, const Tensor& packed,
+                                                  c10::IntArrayRef dims, int64_t mode) {
+  TORCH_CHECK(dims.size() >= 3, "dacer2: critic dims must be [S, A, H1, ..., HL], got ", dims);
+  TORCH_CHECK(mode >= 0 && mode <= 2, "dacer2: critic mode must be 0 (min), 1 (mean) or 2 (q1), got ", mode);
+  const int64_t S = dims[0], A = dims[1], L = static_cast<int64_t>(dims.size()) - 2;
+  std::vector<int64_t> sizes{S + A};
+  for (int64_t i = 0; i < L; ++i) sizes.push_back(dims[2 + i]);
+  sizes.push_back(2);
+  std::vector<int64_t> woff, boff;
+  int64_t off = 0;
+  for (size_t i = 0; i + 1 < sizes.size(); ++i) {
+    woff.push_back(off);
+    off += 2 * sizes[i] * sizes[i + 1];
+    boff.push_back(off);
+    off += 2 * sizes[i + 1];
+  }
+  TORCH_CHECK(obs.dim() == 2 && obs.size(1) == S, "dacer2: obs must be [B, ", S, "], got ", obs.sizes());
+  check_float(obs, "obs", obs);
+  check_float(action, "action", obs);
+  check_float(packed, "critic packed", obs);
+  const int64_t B = obs.size(0);
+  TORCH_CHECK(action.dim() == 3 && action.size(1) == B && action.size(2) == A, "dacer2: action must be [N, ", B, ", ",
+              A, "], got ", action.sizes());
+  check_shape(packed, "critic packed", {off});
+  const int64_t N = action.size(0), M = N * B;
+  Tensor q = at::empty({N, B}, obs.options());
+  Tensor grad = at::zeros({N, B, A}, obs.options());
+  if (M == 0) return {q, grad};
+  auto opts = obs.options();
+  AT_DISPATCH_FLOATING_TYPES(obs.scalar_type(), "dacer2::critic_action_grad", [&] {
+    using T = scalar_t;
+    const T* pk = packed.data_ptr<T>();
+    const Tensor a2 = action.view({M, A});
+    std::vector<std::vector<Tensor>> hs(2), ds(2);
+    Tensor mu = at::empty({2, M}, opts);
+    for (int64_t c = 0; c < 2; ++c) {
+      const int64_t in0 = sizes[0], H1 = sizes[1];
+      Tensor W1 = view2(packed, woff[0] + c * in0 * H1, in0, H1);
+      Tensor P = obs.mm(W1.narrow(0, 0, S));  // the observation's share, once for all N stacks
+      Tensor h = at::empty({M, H1}, opts), d = at::empty({M, H1}, opts);
+      {
+        const T* Pp = P.data_ptr<T>();
+        const T* b1 = pk + boff[0] + c * H1;
+        const T* wa = pk + woff[0] + c * in0 * H1 + S * H1;
+        const T* ap = a2.data_ptr<T>();
+        T* hp = h.data_ptr<T>();
+        T* dp = d.data_ptr<T>();
+        par_rows(M, 64, [&](int64_t r0, int64_t r1) {
+          // rows r of the stack share obs row r % B: run per obs-block so P is indexed directly
+          for (int64_t r = r0; r < r1;) {
+            const int64_t n = r / B, rb = r % B, len = std::min(r1 - r, B - rb);
+            layer1_mish<T>(Pp, b1, ap + n * B * A, wa, A, H1, hp + n * B * H1, dp + n * B * H1,
+                           rb, rb + len);
+            r += len;
+          }
+        });
+      }
+      hs[c].push_back(h);
+      ds[c].push_back(d);
+      for (int64_t i = 1; i < L; ++i) {
+        const int64_t in = sizes[i], out = sizes[i + 1];
+        Tensor hn = at::addmm(view2(packed, boff[i] + c * out, 1, out), h, view2(packed, woff[i] + c * in * out, in, out));
+        Tensor dn = at::empty({M, out}, opts);
+        T* hp = hn.data_ptr<T>();
+        T* dp = dn.data_ptr<T>();
+        par_rows(M * out, 16384, [&](int64_t n0, int64_t n1) { mish_inplace<T>(hp, dp, n0, n1); });
+        hs[c].push_back(hn);
+        ds[c].push_back(dn);
+        h = hn;
+      }
+      // mu = h_L @ wout[:, 0] + bout[0]
+      const int64_t HL = sizes[L];
+      Tensor wo = view2(packed, woff[L] + c * HL * 2, HL, 2);
+      mu.select(0, c).copy_(at::addmm(view2(packed, boff[L] + c * 2, 1, 2), h, wo).select(1, 0));
+    }
+    Tensor c0 = at::empty({M}, opts), c1 = at::empty({M}, opts);
+    critic_select<T>(mu.data_ptr<T>(), mu.data_ptr<T>() + M, mode, q.data_ptr<T>(), c0.data_ptr<T>(),
+                     c1.data_ptr<T>(), 0, M);
+    Tensor g2 = grad.view({M, A});
+    for (int64_t c = 0; c < 2; ++c) {
+      if (mode == 2 && c == 1) break;  // q1 only: critic 2 gets no upstream gradient
+      const int64_t HL = sizes[L];
+      Tensor delta = at::empty({M, HL}, opts);
+      const T* cc = (c == 0 ? c0 : c1).data_ptr<T>();
+      const T* wcol = pk + woff[L] + c * HL * 2;  // [HL, 2] row-major: column 0 at stride 2
+      {
+        const T* dp = ds[c][L - 1].data_ptr<T>();
+        T* out = delta.data_ptr<T>();
+        par_rows(M, 64, [&](int64_t r0, int64_t r1) { outer_mask<T>(cc, wcol, 2, dp, HL, out, r0, r1); });
+      }
+      for (int64_t i = L - 1; i >= 1; --i) {
+        const int64_t in = sizes[i], out = sizes[i + 1];
+        delta = delta.mm(view2(packed, woff[i] + c * in * out, in, out).t());
+        T* dp = delta.data_ptr<T>();
+        const T* dd = ds[c][i - 1].data_ptr<T>();
+        par_rows(M * in, 16384, [&](int64_t n0, int64_t n1) { mul_inplace<T>(dp, dd, n0, n1); });
+      }
+      const int64_t in0 = sizes[0], H1 = sizes[1];
+      Tensor Wa = view2(packed, woff[0] + c * in0 * H1, in0, H1).narrow(0, S, A);
+      g2.addmm_(delta, Wa.t());
+    }
+  });
+  return {q, grad};
+}
+
+}  // namespace
+}  // namespace dacer2
+
+TORCH_LIBRARY_IMPL(dacer2, CPU, m) {
+  m.impl("sample_chain", &dacer2::sample_chain_cpu);
+  m.impl("chain_forward", &dacer2::chain_forward_cpu);
+  m.impl("chain_backward", &dacer2::chain_backward_cpu);
+  m.impl("qgrad_loss", &dacer2::qgrad_loss_cpu);
+  m.impl("qgrad_loss_backward", &dacer2::qgrad_loss_backward_cpu);
+  m.impl("critic_action_grad", &dacer2::critic_action_grad_cpu);
+}

@@ -1,0 +1,121 @@
+"""Fused DACER2 kernels as PyTorch custom ops in the `dacer2::` namespace.
+
+Ops (schemas in _registry.py; plain-PyTorch twins in reference.py; C++ CPU kernels in csrc/; Triton CUDA
+kernels in kernels/ = dacer2.kernels):
+  sample_chain        acting: the whole reverse chain + chain noise + alpha-noise + clip, noise made in-op
+  chain_forward/_backward   training chain with autograd, L_g's gradient shares the weight-gradient GEMMs
+  qgrad_loss(/_backward)    L_g: normalisation, w(t), squared error and its gradient
+  critic_action_grad  min/mean/q1 of the twin means and d/da for a [T, B] stack, no weight gradients
+
+Backend resolution (`resolve_backend`): an explicit "fused" or "reference" wins; "auto" reads the env var
+DACER2_BACKEND (fused|reference), else picks "fused" when the device has fused kernels (CPU: dacer2._C is
+built; CUDA: Triton is importable) and "reference" otherwise. A fused call on a device without its kernel
+still runs: the dispatcher falls back to the reference twin.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from dacer2.ops import reference
+from dacer2.ops._registry import ops
+from dacer2.ops.packing import (
+    PackCache,
+    critic_dims,
+    denoiser_dims,
+    pack_critic,
+    pack_denoiser,
+    schedule_tensor,
+    unpack_denoiser,
+)
+
+BACKENDS = ("auto", "fused", "reference")
+ENV_VAR = "DACER2_BACKEND"
+
+
+def _load_cpu_extension() -> bool:
+    try:
+        import dacer2._C  # noqa: F401  (registers the CPU kernels on import)
+    except ImportError as err:
+        if os.environ.get(ENV_VAR) == "fused":
+            warnings.warn(f"dacer2._C is not built ({err}); fused ops fall back to the PyTorch reference on CPU")
+        return False
+    return True
+
+
+def _load_cuda_kernels() -> bool:
+    try:
+        from dacer2.kernels import register  # Triton is optional
+    except ImportError:
+        return False
+    return register()
+
+
+HAS_CPU_KERNELS = _load_cpu_extension()
+HAS_CUDA_KERNELS = _load_cuda_kernels()
+
+
+def has_fused_kernels(device: torch.device | str) -> bool:
+    device = torch.device(device)
+    if device.type == "cpu":
+        return HAS_CPU_KERNELS
+    if device.type == "cuda":
+        return HAS_CUDA_KERNELS
+    return False
+
+
+def resolve_backend(requested: str = "auto", device: torch.device | str = "cpu", activation: str = "mish") -> str:
+    """'fused' or 'reference' for a run on `device` (see the module docstring)."""
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown backend {requested!r}; choose one of {BACKENDS}")
+    if requested == "auto":
+        env = os.environ.get(ENV_VAR, "").strip().lower()
+        if env:
+            if env not in BACKENDS:
+                raise ValueError(f"{ENV_VAR}={env!r} is not one of {BACKENDS}")
+            requested = env
+    if requested == "auto":
+        fused_ok = AUTO_PICKS_FUSED and has_fused_kernels(device) and activation == "mish"
+        requested = "fused" if fused_ok else "reference"
+    if requested == "fused" and activation != "mish":
+        raise ValueError(f"the fused kernels implement mish only; activation {activation!r} needs --backend reference")
+    return requested
+
+
+# "auto" picks the fused kernels only once every op passes its tests against the reference (issue 3).
+AUTO_PICKS_FUSED = False
+
+CRITIC_MODES = {"min": 0, "mean": 1, "q1": 2}
+
+
+def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise=None, chain_noise=True, explore=True):
+    return ops.sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore)
+
+
+def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad=True):
+    """(action, visited [T,B,A], eps [T,B,A]); differentiable w.r.t. obs and packed."""
+    action, visited, eps, _, _ = ops.chain_forward(obs, packed, dims, sched, noise, eps_stop_grad)
+    return action, visited, eps
+
+
+def qgrad_loss(eps, g, weight):
+    return ops.qgrad_loss(eps, g, weight)
+
+
+def critic_action_grad(obs, action, packed, dims, mode="min"):
+    return ops.critic_action_grad(obs, action, packed, dims, CRITIC_MODES[mode] if isinstance(mode, str) else mode)
+
+
+def new_rng_state(seed: int, device="cpu") -> torch.Tensor:
+    return torch.tensor([seed, 0], dtype=torch.int64, device=device)
+
+
+__all__ = [
+    "BACKENDS", "CRITIC_MODES", "ENV_VAR", "HAS_CPU_KERNELS", "HAS_CUDA_KERNELS", "PackCache", "chain_forward",
+    "critic_action_grad", "critic_dims", "denoiser_dims", "has_fused_kernels", "new_rng_state", "ops",
+    "pack_critic", "pack_denoiser", "qgrad_loss", "reference", "resolve_backend", "sample_chain",
+    "schedule_tensor", "unpack_denoiser",
+]

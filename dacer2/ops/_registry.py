@@ -1,0 +1,157 @@
+"""The dacer2:: operator library: schemas, fake (meta) kernels, autograd formulas, and the plain-PyTorch twins
+registered as CompositeExplicitAutograd so every device has a kernel. The C++ extension (dacer2._C) adds CPU
+kernels and dacer2.kernels (Triton) adds CUDA kernels; a backend-specific kernel wins over the composite one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dacer2.ops import reference as ref
+
+NAMESPACE = "dacer2"
+
+SCHEMAS = {
+    # Acting: the whole chain, no grad. rng = int64 [seed, offset]; offset advances by (T+1) B A per call
+    # unless `noise` [T+1, B, A] is injected (row 0 initial x, rows 1..T-1 chain noise, row T exploration).
+    "sample_chain": "sample_chain(Tensor obs, Tensor packed, int[] dims, Tensor sched, Tensor alpha_scale, "
+    "Tensor(a!) rng, Tensor? noise, bool chain_noise, bool explore) -> Tensor",
+    # Training chain: noise [T, B, A] (row 0 initial x, rows 1.. chain noise). Returns action, visited x_t
+    # [T, B, A], eps [T, B, A] and what the backward needs (post-activations and mish' of every layer).
+    "chain_forward": "chain_forward(Tensor obs, Tensor packed, int[] dims, Tensor sched, Tensor noise, "
+    "bool eps_stop_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "chain_backward": "chain_backward(Tensor grad_action, Tensor? grad_visited, Tensor? grad_eps, Tensor obs, "
+    "Tensor packed, int[] dims, Tensor sched, Tensor noise, Tensor visited, Tensor eps, Tensor saved_h, "
+    "Tensor saved_d, bool eps_stop_grad) -> (Tensor, Tensor)",
+    # L_g = mean((eps - u)^2), u = -w_k g / (||g|| + 1e-8); weight [T] in visit order.
+    "qgrad_loss": "qgrad_loss(Tensor eps, Tensor g, Tensor weight) -> Tensor",
+    "qgrad_loss_backward": "qgrad_loss_backward(Tensor grad, Tensor eps, Tensor g, Tensor weight) -> Tensor",
+    # min/mean/q1 (mode 0/1/2) of the twin means and its action-gradient for action [N, B, A], obs [B, S].
+    "critic_action_grad": "critic_action_grad(Tensor obs, Tensor action, Tensor packed, int[] dims, int mode) "
+    "-> (Tensor, Tensor)",
+}
+
+_lib = torch.library.Library(NAMESPACE, "DEF")
+for _name, _schema in SCHEMAS.items():
+    _lib.define(_schema)
+    _lib.impl(_name, getattr(ref, _name), "CompositeExplicitAutograd")
+
+ops = torch.ops.dacer2
+
+
+# ---- fake kernels -----------------------------------------------------------------------------------------
+def check_devices(name: str, obs: torch.Tensor, **tensors) -> None:
+    """Every kernel (fake, reference, Triton) rejects mixed devices with the same message as the C++ one."""
+    for key, t in tensors.items():
+        if t is not None and t.device != obs.device:
+            raise RuntimeError(f"dacer2::{name}: {key} is on {t.device} but obs is on {obs.device}")
+
+
+def _sum_hidden(dims) -> int:
+    return sum(dims[3:])
+
+
+@torch.library.register_fake("dacer2::sample_chain")
+def _(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore):
+    check_devices("sample_chain", obs, packed=packed, sched=sched, alpha_scale=alpha_scale, rng=rng, noise=noise)
+    return obs.new_empty(obs.shape[0], dims[1])
+
+
+@torch.library.register_fake("dacer2::chain_forward")
+def _(obs, packed, dims, sched, noise, eps_stop_grad):
+    check_devices("chain_forward", obs, packed=packed, sched=sched, noise=noise)
+    B, (S, A, T) = obs.shape[0], dims[:3]
+    n = T * B * _sum_hidden(dims)
+    return (obs.new_empty(B, A), obs.new_empty(T, B, A), obs.new_empty(T, B, A), obs.new_empty(n), obs.new_empty(n))
+
+
+@torch.library.register_fake("dacer2::chain_backward")
+def _(grad_action, grad_visited, grad_eps, obs, packed, dims, sched, noise, visited, eps, saved_h, saved_d, sg):
+    return torch.empty_like(obs), torch.empty_like(packed)
+
+
+@torch.library.register_fake("dacer2::qgrad_loss")
+def _(eps, g, weight):
+    check_devices("qgrad_loss", eps, g=g, weight=weight)
+    return eps.new_empty(())
+
+
+@torch.library.register_fake("dacer2::qgrad_loss_backward")
+def _(grad, eps, g, weight):
+    return torch.empty_like(eps)
+
+
+@torch.library.register_fake("dacer2::critic_action_grad")
+def _(obs, action, packed, dims, mode):
+    check_devices("critic_action_grad", obs, action=action, packed=packed)
+    return action.new_empty(action.shape[:2]), torch.empty_like(action)
+
+
+# ---- autograd ---------------------------------------------------------------------------------------------
+def _chain_setup(ctx, inputs, output):
+    obs, packed, dims, sched, noise, eps_stop_grad = inputs
+    action, visited, eps, saved_h, saved_d = output
+    ctx.dims, ctx.eps_stop_grad = dims, eps_stop_grad
+    ctx.save_for_backward(obs, packed, sched, noise, visited, eps, saved_h, saved_d)
+    ctx.mark_non_differentiable(saved_h, saved_d)
+    ctx.set_materialize_grads(False)
+
+
+def _chain_backward(ctx, grad_action, grad_visited, grad_eps, _gh, _gd):
+    obs, packed, sched, noise, visited, eps, saved_h, saved_d = ctx.saved_tensors
+    if grad_action is None:
+        grad_action = torch.zeros(obs.shape[0], ctx.dims[1], dtype=obs.dtype, device=obs.device)
+    grad_obs, grad_packed = ops.chain_backward(
+        grad_action.contiguous(),
+        None if grad_visited is None else grad_visited.contiguous(),
+        None if grad_eps is None else grad_eps.contiguous(),
+        obs, packed, ctx.dims, sched, noise, visited, eps, saved_h, saved_d, ctx.eps_stop_grad,
+    )
+    return grad_obs, grad_packed, None, None, None, None
+
+
+torch.library.register_autograd("dacer2::chain_forward", _chain_backward, setup_context=_chain_setup)
+
+
+def _qgrad_setup(ctx, inputs, output):
+    eps, g, weight = inputs
+    ctx.save_for_backward(eps, g, weight)
+
+
+def _qgrad_backward(ctx, grad):
+    eps, g, weight = ctx.saved_tensors
+    # The target u is a stop-gradient by definition (SPEC 3): no gradient for g or the weights.
+    return ops.qgrad_loss_backward(grad.contiguous(), eps, g, weight), None, None
+
+
+torch.library.register_autograd("dacer2::qgrad_loss", _qgrad_backward, setup_context=_qgrad_setup)
+
+
+def _critic_setup(ctx, inputs, output):
+    ctx.mark_non_differentiable(*output)
+
+
+def _critic_backward(ctx, grad_q, grad_g):
+    # The action-gradient is a constant target of L_g (SPEC 3: critic weights are not trained by it).
+    return None, None, None, None, None
+
+
+torch.library.register_autograd("dacer2::critic_action_grad", _critic_backward, setup_context=_critic_setup)
+
+_NO_GRAD_BACKWARD = ("dacer2::chain_backward", "dacer2::qgrad_loss_backward")
+
+
+def _not_differentiable(name):
+    def backward(ctx, *grads):
+        raise RuntimeError(f"{name} is a backward kernel; double backward through it is not supported")
+
+    return backward
+
+
+for _qual in _NO_GRAD_BACKWARD:
+    torch.library.register_autograd(_qual, _not_differentiable(_qual), setup_context=lambda ctx, inputs, output: None)
+
+
+# Acting never differentiates: autograd is an explicit fallthrough (a dispatcher entry, no Python on the
+# batch-1 hot path, which a Python autograd kernel would cost ~10 us); the action never requires grad.
+_lib.impl("sample_chain", torch.library.fallthrough_kernel, "Autograd")

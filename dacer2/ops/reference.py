@@ -1,0 +1,194 @@
+"""Plain-PyTorch twins of every dacer2:: op: the test oracle, and the kernels registered for devices that have
+no fused kernel (CompositeExplicitAutograd). Each twin takes the op's exact arguments and returns its outputs.
+
+The in-op noise is a counter-based generator (so a kernel draws it from a seed/offset tensor, and a CUDA graph
+replay draws fresh noise): draw n of a call is N(0,1) from hash(seed, offset + n), with a 32-bit integer hash
+that C++, Triton and this twin compute bit-identically, then Box-Muller in the op's dtype. Only the last
+float steps (log/cos) differ by rounding between implementations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from dacer2.ops.packing import unpack_denoiser
+
+MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2^32 for int64 x in [0, 2^32) without int64 overflow: split c into 16-bit halves."""
+    lo, hi = c & 0xFFFF, c >> 16
+    return ((x * lo) + (((x * hi) & 0xFFFF) << 16)) & MASK32
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def normal_noise(seed: int, offset: int, shape, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """The ops' noise: element i (row-major) of the result is z(seed, offset + i)."""
+    n = 1
+    for s in shape:
+        n *= s
+    ctr = torch.arange(n, dtype=torch.int64, device=device) + offset
+    lo, hi = ctr & MASK32, (ctr >> 32) & MASK32
+    key = hash32((seed & MASK32) ^ hash32(hi ^ 0x68BC21EB))
+    a = hash32(key ^ hash32(lo))
+    b = hash32(a ^ 0x9E3779B9)
+    u1 = ((a >> 8) + 1).to(torch.float32) * 2.0**-24
+    u2 = (b >> 8).to(torch.float32) * 2.0**-24
+    r = torch.sqrt(-2.0 * torch.log(u1.to(dtype)))
+    return (r * torch.cos(2 * math.pi * u2.to(dtype))).view(shape)
+
+
+def mish_and_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    sp = F.softplus(z)
+    tq = torch.tanh(sp)
+    return z * tq, tq + z * (1 - tq * tq) * torch.sigmoid(z)
+
+
+def denoise(obs_share: torch.Tensor, x: torch.Tensor, t: int, parts, save: list | None = None) -> torch.Tensor:
+    """eps_theta at step t from packed parts; obs_share = obs @ w1o_t (computed once per chain)."""
+    _, w1x, sb, hidden, wo, bo = parts
+    z = obs_share + x @ w1x + sb[t]
+    h = F.mish(z)
+    if save is not None:
+        save.append((h, mish_and_grad(z)[1]))
+    for w, b in hidden:
+        z = torch.addmm(b, h, w)
+        h = F.mish(z)
+        if save is not None:
+            save.append((h, mish_and_grad(z)[1]))
+    return torch.addmm(bo, h, wo)
+
+
+def posterior(x, eps, sched, t):
+    cx, ce, c1, c2, _ = sched[:, t]
+    return c1 * (cx * x - ce * eps).clamp(-1.0, 1.0) + c2 * x
+
+
+def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore):
+    S, A, T = dims[:3]
+    B = obs.shape[0]
+    if noise is None:
+        seed, offset = (int(v) for v in rng.tolist())
+        noise = normal_noise(seed, offset, (T + 1, B, A), obs.dtype, obs.device)
+        rng[1] += (T + 1) * B * A
+    with torch.no_grad():
+        parts = unpack_denoiser(packed, dims)
+        share = obs @ parts[0]
+        x = noise[0]
+        for k in range(T):
+            t = T - 1 - k
+            eps = denoise(share, x, t, parts)
+            x_next = posterior(x, eps, sched, t)
+            if chain_noise and t > 0:
+                x_next = x_next + sched[4, t] * noise[k + 1]
+            x = x_next
+        if explore:
+            x = (x + alpha_scale * noise[T]).clamp(-1.0, 1.0)
+        return x.clone()
+
+
+def _chain(obs, packed, dims, sched, noise, eps_stop_grad, save=None):
+    """Differentiable chain. With eps_stop_grad, the returned eps are eps_theta(s, sg(x_t), t): same values,
+    gradient only into the weights and obs (computed by a second denoiser pass here; the fused op avoids it)."""
+    S, A, T = dims[:3]
+    parts = unpack_denoiser(packed, dims)
+    share = obs @ parts[0]
+    x = noise[0]
+    visited, eps_out = [], []
+    for k in range(T):
+        t = T - 1 - k
+        eps = denoise(share, x, t, parts, save)
+        visited.append(x)
+        eps_out.append(denoise(share, x.detach(), t, parts) if eps_stop_grad else eps)
+        x_next = posterior(x, eps, sched, t)
+        if t > 0:
+            x_next = x_next + sched[4, t] * noise[k + 1]
+        x = x_next
+    return x, torch.stack(visited), torch.stack(eps_out)
+
+
+def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad):
+    save: list = []
+    with torch.no_grad():
+        action, visited, eps = _chain(obs, packed, dims, sched, noise, False, save)
+    saved_h = torch.cat([h.reshape(-1) for h, _ in save])
+    saved_d = torch.cat([d.reshape(-1) for _, d in save])
+    return action, visited, eps, saved_h, saved_d
+
+
+def chain_backward(grad_action, grad_visited, grad_eps, obs, packed, dims, sched, noise, visited, eps, saved_h,
+                   saved_d, eps_stop_grad):
+    with torch.enable_grad():
+        obs_ = obs.detach().requires_grad_(True)
+        packed_ = packed.detach().requires_grad_(True)
+        action, vis, ep = _chain(obs_, packed_, dims, sched, noise, eps_stop_grad)
+        outs, grads = [action], [grad_action]
+        if grad_visited is not None:
+            outs.append(vis)
+            grads.append(grad_visited)
+        if grad_eps is not None:
+            outs.append(ep)
+            grads.append(grad_eps)
+        g_obs, g_packed = torch.autograd.grad(outs, [obs_, packed_], grads, allow_unused=True)
+    g_obs = torch.zeros_like(obs) if g_obs is None else g_obs
+    g_packed = torch.zeros_like(packed) if g_packed is None else g_packed
+    return g_obs, g_packed
+
+
+def _qgrad_target(g, weight):
+    return -weight[:, None, None] * g / (g.norm(dim=-1, keepdim=True) + 1e-8)
+
+
+def qgrad_loss(eps, g, weight):
+    return (eps - _qgrad_target(g, weight)).pow(2).mean()
+
+
+def qgrad_loss_backward(grad, eps, g, weight):
+    n = max(eps.numel(), 1)
+    return grad * 2.0 * (eps - _qgrad_target(g, weight)) / n
+
+
+def critic_forward(obs, action, packed, dims):
+    """(mu [2, N, B]) of the twin critic from a packed buffer; action [N, B, A]."""
+    S, A, *H = dims
+    sizes = [S + A, *H, 2]
+    N, B = action.shape[:2]
+    h = torch.cat([obs.expand(N, B, S), action], dim=-1).reshape(N * B, S + A)
+    h = h.expand(2, -1, -1)
+    off = 0
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = packed[off : off + 2 * n_in * n_out].view(2, n_in, n_out)
+        off += 2 * n_in * n_out
+        b = packed[off : off + 2 * n_out].view(2, 1, n_out)
+        off += 2 * n_out
+        h = torch.baddbmm(b, h, w)
+        if i < len(sizes) - 2:
+            h = F.mish(h)
+    return h[..., 0].view(2, N, B)
+
+
+def select_q(mu, mode):
+    if mode == 0:
+        return mu.min(dim=0).values
+    if mode == 1:
+        return mu.mean(dim=0)
+    return mu[0]
+
+
+def critic_action_grad(obs, action, packed, dims, mode):
+    with torch.enable_grad():
+        a = action.detach().requires_grad_(True)
+        q = select_q(critic_forward(obs.detach(), a, packed.detach(), dims), mode)
+        (g,) = torch.autograd.grad(q.sum(), a)
+    return q.detach(), g

@@ -1,0 +1,48 @@
+"""Shared builders for the op tests: small random denoisers/critics packed the way the agent packs them."""
+
+import pytest
+import torch
+
+from dacer2.diffusion import DiffusionSchedule, ReverseChain
+from dacer2.networks import NoisePredictor, TwinDistributionalCritic
+from dacer2.ops import pack_critic, pack_denoiser, schedule_tensor
+from dacer2.ops.packing import critic_dims
+
+
+class Denoiser:
+    def __init__(self, S, A, T, hidden=(32, 32), dtype=torch.float32, seed=0):
+        torch.manual_seed(seed)
+        self.net = NoisePredictor(S, A, hidden).to(dtype)
+        self.chain = ReverseChain(DiffusionSchedule.vp(T))
+        packed, self.dims = pack_denoiser(self.net, T)
+        self.packed = packed.detach().contiguous()
+        self.sched = schedule_tensor(self.chain, dtype)
+        self.S, self.A, self.T, self.dtype = S, A, T, dtype
+
+    def module_chain(self, obs, noise, chain_noise=True):
+        """The plain-module chain (NoisePredictor + ReverseChain.step) with explicit noise [>=T, B, A]."""
+        emb = self.net.step_embeddings(self.T)
+        x = noise[0]
+        for k in range(self.T):
+            t = self.T - 1 - k
+            eps = self.net(obs, x, emb[t])
+            x = self.chain.step(x, eps, t, noise[k + 1] if (chain_noise and t > 0) else None)
+        return x
+
+
+class Critic:
+    def __init__(self, S, A, hidden=(32, 32), dtype=torch.float32, seed=1):
+        torch.manual_seed(seed)
+        self.net = TwinDistributionalCritic(S, A, hidden).to(dtype)
+        self.packed = pack_critic(self.net).detach().contiguous()
+        self.dims = critic_dims(self.net, S, A)
+
+
+@pytest.fixture
+def make_denoiser():
+    return Denoiser
+
+
+@pytest.fixture
+def make_critic():
+    return Critic
