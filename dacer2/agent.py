@@ -88,6 +88,12 @@ class DACER2Agent(nn.Module):
         self.num_updates = 0
         self._sigma_running_initialised = False
         self._last_policy_metrics: dict[str, torch.Tensor] = {}
+        # Compute backend: fused dacer2:: ops or the plain PyTorch below (resolution: dacer2/ops/__init__.py).
+        from dacer2.ops import resolve_backend
+        from dacer2.ops.agent_paths import FusedAgentPaths
+
+        self.backend = resolve_backend(cfg.backend, self.device, cfg.activation)
+        self._fused = FusedAgentPaths(self) if self.backend == "fused" else None
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -97,7 +103,11 @@ class DACER2Agent(nn.Module):
     # Section 1: acting.
     # ----------------------------------------------------------------------------------------------------
     def run_chain(self, obs: torch.Tensor, chain_noise: bool = True) -> ChainOutput:
-        """The reverse chain for a batch of states; differentiable w.r.t. the actor's weights."""
+        """The reverse chain for a batch of states; differentiable w.r.t. the actor's weights. The fused backend
+        records visited/eps only when a graph is being built (its eps are eps_theta(s, sg(x_t), t) under
+        qgrad_stop_gradient)."""
+        if self._fused is not None:
+            return self._fused.run_chain(obs, chain_noise)
         step_emb = self.actor.step_embeddings(self.chain.num_steps)
 
         def denoise(s: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
@@ -113,6 +123,8 @@ class DACER2Agent(nn.Module):
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions in [-1, 1] for a batch of states. Deterministic = no alpha-noise (and no chain noise if the
         deterministic_chain_noise switch is off)."""
+        if self._fused is not None:
+            return self._fused.act(obs, deterministic)
         if deterministic:
             return self.run_chain(obs, chain_noise=self.cfg.deterministic_chain_noise).action
         return self.explore(self.run_chain(obs).action)
@@ -151,6 +163,8 @@ class DACER2Agent(nn.Module):
     # ----------------------------------------------------------------------------------------------------
     def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str = "min") -> torch.Tensor:
         """A scalar Q per sample from the twin means, through frozen critic weights (gradients reach the action)."""
+        if self._fused is not None and not obs.requires_grad:
+            return self._fused.critic_value(obs, action, which)
         mu, _ = self.critic(obs, action, detach_params=True)
         if which == "min":
             return mu.min(dim=0).values
@@ -160,6 +174,8 @@ class DACER2Agent(nn.Module):
 
     def qgrad_field_loss(self, obs: torch.Tensor, chain: ChainOutput) -> torch.Tensor:
         """L_g: at every visited (x_t, t), supervise eps_theta with u_t = -w(t) g_hat_t, g_t = grad_a Q(s, sg(x_t))."""
+        if self._fused is not None:
+            return self._fused.qgrad_field_loss(obs, chain)
         T, (B, S) = len(chain.steps), obs.shape
         visited = torch.stack(chain.visited).detach()  # [T, B, A], first row is x_{T-1}
         obs_all = obs.expand(T, B, S).reshape(T * B, S)

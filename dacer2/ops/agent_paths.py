@@ -119,8 +119,16 @@ class FusedAgentPaths:
     def qgrad_field_loss(self, obs: torch.Tensor, chain: ChainOutput) -> torch.Tensor:
         agent = self.agent
         visited = torch.stack(chain.visited).detach()
-        _, g = ops.critic_action_grad(obs.contiguous(), visited, self.critic_cache.get(), self.critic_dims,
-                                      CRITIC_MODES[agent.cfg.qgrad_critic])
+        if "critic_value" in vars(agent):
+            # A caller replaced the critic (e.g. a known Q in tests): differentiate that function instead.
+            T, (B, S) = visited.shape[0], obs.shape
+            probe = visited.reshape(T * B, -1).requires_grad_(True)
+            q = agent.critic_value(obs.expand(T, B, S).reshape(T * B, S), probe, agent.cfg.qgrad_critic)
+            (g,) = torch.autograd.grad(q.sum(), probe)
+            g = g.view_as(visited).contiguous()
+        else:
+            _, g = ops.critic_action_grad(obs.contiguous(), visited, self.critic_cache.get(), self.critic_dims,
+                                          CRITIC_MODES[agent.cfg.qgrad_critic])
         steps = torch.tensor(chain.steps, device=obs.device)
         weight = agent.step_weight[steps].to(visited.dtype).contiguous()
         return ops.qgrad_loss(torch.stack(chain.eps), g, weight)
