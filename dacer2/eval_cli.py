@@ -119,6 +119,8 @@ def run_eval(cfg: EvalConfig) -> dict:
 
 def multigoal_report(policy, cfg: EvalConfig, run_dir: Path) -> dict:
     """Goal coverage from (0, 0) per mode, and the trajectory figure from the five start points."""
+    import numpy as np
+
     from dacer2.multigoal_plot import START_POINTS, plot_trajectories
     from dacer2.multimodality import rollout_goals
 
@@ -131,7 +133,10 @@ def multigoal_report(policy, cfg: EvalConfig, run_dir: Path) -> dict:
         stats = rollout_goals(act, cfg.multigoal_rollouts).stats
         out[name] = stats.as_dict()
         print(f"{name:>13} goals from (0, 0): {stats.summary()}")
-        per_start = [rollout_goals(act, cfg.trajectories_per_start, start=s).trajectories for s in START_POINTS]
+        k = cfg.trajectories_per_start
+        starts = np.repeat(np.asarray(START_POINTS), k, axis=0)  # all start points in one batched rollout
+        paths = rollout_goals(act, len(starts), start=starts).trajectories
+        per_start = [paths[i * k:(i + 1) * k] for i in range(len(START_POINTS))]
         panels[f"{policy.info.policy_family} policy, {name}\ncoverage {stats.coverage}/4 "
                f"({cfg.multigoal_rollouts} rollouts)"] = per_start
     plot_path = Path(cfg.plot) if cfg.plot else run_dir / "eval" / "multigoal_trajectories.png"

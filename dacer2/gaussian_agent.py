@@ -19,8 +19,9 @@ class GaussianAgent(DACER2Agent):
     policy_family = POLICY_FAMILY
 
     def __init__(self, obs_dim: int, action_dim: int, config: TrainConfig, device: torch.device | str = "cpu"):
-        # No chain steps, so no Q-gradient field loss; diffusion_steps only sizes the unused chain.
-        config = dataclasses.replace(config.resolved(), eta=0.0)
+        # No chain steps, so no Q-gradient field loss; diffusion_steps only sizes the unused chain. The fused
+        # backend's kernels are written for the diffusion actor, so this agent always runs the PyTorch reference.
+        config = dataclasses.replace(config.resolved(), eta=0.0, backend="reference")
         super().__init__(obs_dim, action_dim, config, device)
         self.actor = GaussianActor(obs_dim, action_dim, config.actor_hidden, config.activation).to(self.device)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)

@@ -30,8 +30,8 @@ def train_gaussian(config: TrainConfig):
 
     if not hasattr(trainer, "DACER2Agent"):
         raise RuntimeError("dacer2.trainer no longer builds DACER2Agent by name; update dacer2/gaussian_train.py")
-    # eta = 0 up front so config.json and the checkpoint say what the agent actually does.
-    cfg = dataclasses.replace(config, eta=0.0)
+    # eta = 0 and the reference backend up front so config.json and the checkpoint say what the agent does.
+    cfg = dataclasses.replace(config, eta=0.0, backend="reference")
     if cfg.run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         cfg.run_dir = str(Path("runs") / f"{cfg.env_id.replace('/', '-')}__{POLICY_FAMILY}__{cfg.seed}__{stamp}")

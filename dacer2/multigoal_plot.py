@@ -22,7 +22,7 @@ def plot_trajectories(panels: dict[str, list[list[np.ndarray]]], path: str | Pat
     from matplotlib.patches import Circle
 
     # The position part of the reward, -min_g ||s - g||^2: the landscape the trajectories climb.
-    grid = np.linspace(-view, view, 141)
+    grid = np.linspace(-view, view, 71)  # a smooth-looking background; finer only costs time
     xx, yy = np.meshgrid(grid, grid)
     points = np.stack([xx, yy], axis=-1)[..., None, :]
     landscape = -np.min(((points - GOALS) ** 2).sum(-1), axis=-1)

@@ -104,19 +104,25 @@ class Rollouts:
 def rollout_goals(
     policy: BatchPolicy,
     num_episodes: int,
-    start: tuple[float, float] = (0.0, 0.0),
+    start: Sequence[float] | np.ndarray = (0.0, 0.0),
     env_id: str = MULTIGOAL_ID,
 ) -> Rollouts:
-    """Run `num_episodes` episodes from the exact start position, all stepped together.
+    """Run `num_episodes` episodes from exact start positions, all stepped together.
 
-    Episodes that end early drop out of the batch, so the policy is only called on live ones. Randomness comes
-    from the policy alone (the env is deterministic given its start), so seed the policy to reproduce a result.
+    `start` is one (x, y) for every episode or an [num_episodes, 2] array of per-episode starts (so rollouts
+    from several start points still share one policy call per step). Episodes that end early drop out of the
+    batch, so the policy is only called on live ones. Randomness comes from the policy alone (the env is
+    deterministic given its start), so seed the policy to reproduce a result.
     """
     if num_episodes < 1:
         raise ValueError(f"need at least one rollout, got {num_episodes}")
+    starts = np.asarray(start, dtype=np.float64)
+    starts = np.broadcast_to(starts, (num_episodes, 2)) if starts.shape == (2,) else starts
+    if starts.shape != (num_episodes, 2):
+        raise ValueError(f"start must be (x, y) or shape ({num_episodes}, 2), got {starts.shape}")
     envs = [gym.make(env_id) for _ in range(num_episodes)]
     try:
-        obs = np.stack([env.reset(options={"start": start})[0] for env in envs])
+        obs = np.stack([env.reset(options={"start": tuple(s)})[0] for env, s in zip(envs, starts)])
         goal_index = np.full(num_episodes, -1, dtype=np.int64)
         returns = np.zeros(num_episodes)
         paths: list[list[np.ndarray]] = [[o.copy()] for o in obs]

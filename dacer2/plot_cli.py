@@ -25,6 +25,8 @@ class PlotConfig:
     """Figure formats to write."""
     title: Optional[str] = None
     """Figure title (default: none)."""
+    ylim: Optional[tuple[float, float]] = None
+    """Y-axis range LOW HIGH for every panel (default: fit the data), e.g. to zoom past a very negative start."""
 
 
 def plot_main(argv: list[str] | None = None) -> int:
@@ -47,7 +49,7 @@ def plot_main(argv: list[str] | None = None) -> int:
         print(f"dacer2-plot: skipping runs without evaluations: {', '.join(empty)}", file=sys.stderr)
     out = Path(cfg.out_dir)
     figures = [out / f"{cfg.name}.{fmt}" for fmt in cfg.formats]
-    plot_learning_curves(runs, figures, cfg.title)
+    plot_learning_curves(runs, figures, cfg.title, cfg.ylim)
     write_csv(out / f"{cfg.name}_runs.csv", run_rows(runs), RUN_COLUMNS)
     write_csv(out / f"{cfg.name}_summary.csv", algo_rows(runs), ALGO_COLUMNS)
     summary = markdown_summary(runs)

@@ -59,7 +59,8 @@ def group_runs(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
     return groups
 
 
-def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None = None) -> None:
+def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None = None,
+                         ylim: tuple[float, float] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # headless: files only, never a window
@@ -83,6 +84,8 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
         ax.set_xlabel("environment steps")
         ax.set_ylabel("evaluation return")
         ax.grid(alpha=0.3)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
         ax.legend(fontsize=8, loc="best")
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)

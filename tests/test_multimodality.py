@@ -74,3 +74,18 @@ def test_rollouts_with_scripted_policies():
     assert math.isclose(still.returns[0], 0.0 - 100 * 25.0)  # -min_g ||s-g||^2 = -25 at the origin, per step
 
 
+
+
+def test_per_episode_starts_share_one_batch():
+    sizes = []
+
+    def toward_x_sign(obs):  # right from x > 0, left from x < 0
+        sizes.append(len(obs))
+        return np.stack([np.sign(obs[:, 0]), np.zeros(len(obs))], axis=1)
+
+    result = rollout_goals(toward_x_sign, 4, start=np.array([[0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5], [0.5, -0.5]]))
+    assert result.goal_index.tolist() == [0, 1, 1, 0]
+    assert sizes[0] == 4
+    np.testing.assert_allclose(result.trajectories[1][0], [-0.5, 0.5])
+    with pytest.raises(ValueError, match="start must be"):
+        rollout_goals(toward_x_sign, 3, start=np.zeros((2, 2)))

@@ -55,7 +55,7 @@ def test_plot_cli_writes_nonempty_figure_and_tables(tmp_path, capsys):
     fake_run(runs, "b0", "Hopper-v5", "dacer", 0, [5, 20, 40, 60, 70])
     fake_run(runs, "g0", "dacer2/MultiGoal-v0", "dacer2", 0, [-900, -500, -300], policy_family="gaussian")
     out = tmp_path / "out"
-    assert plot_main([str(runs), "--out-dir", str(out), "--formats", "png", "svg", "--title", "test"]) == 0
+    assert plot_main([str(runs), "--out-dir", str(out), "--formats", "png", "svg", "--title", "test", "--ylim", "-1000", "200"]) == 0
 
     import matplotlib.image as mpimg
 

@@ -1,6 +1,7 @@
 """The deployment Policy: loads actor-only from a tiny trained checkpoint, acts in env bounds, and reproduces the
 agent's actions given the same generator state."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -51,9 +52,11 @@ def test_act_shapes_and_bounds(run_dir):
 
 def test_policy_matches_agent_with_same_generator_state(run_dir):
     payload = load_checkpoint(run_dir / "checkpoints" / "final.pt")
-    agent = DACER2Agent(payload["obs_dim"], payload["action_dim"], TrainConfig.from_dict(payload["config"]))
+    # The Policy runs the reference backend; the agent must too (the fused sampler draws its noise in-op).
+    config = dataclasses.replace(TrainConfig.from_dict(payload["config"]), backend="reference")
+    agent = DACER2Agent(payload["obs_dim"], payload["action_dim"], config)
     agent.load_training_state(payload["agent"])
-    policy = dacer2.Policy.load(run_dir / "checkpoints" / "final.pt")
+    policy = dacer2.Policy.load(run_dir / "checkpoints" / "final.pt", backend="reference")
     obs = np.random.default_rng(1).normal(size=(8, 4)).astype(np.float32)
     for deterministic in (True, False):
         agent.generator.manual_seed(123)
