@@ -272,6 +272,7 @@ class DACER2Agent(nn.Module):
             "num_updates": self.num_updates,
             "sigma_running_initialised": self._sigma_running_initialised,
             "generator": self.generator.get_state(),
+            "last_policy_metrics": self._last_policy_metrics,
         }
 
     def load_training_state(self, state: dict) -> None:
@@ -282,3 +283,4 @@ class DACER2Agent(nn.Module):
         self.num_updates = int(state["num_updates"])
         self._sigma_running_initialised = bool(state["sigma_running_initialised"])
         self.generator.set_state(state["generator"])
+        self._last_policy_metrics = {k: v.to(self.device) for k, v in state["last_policy_metrics"].items()}

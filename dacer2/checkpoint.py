@@ -4,6 +4,7 @@ never destroys the previous checkpoint."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,14 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     return path
 
 
+def publish_copy(source: Path, destination: Path) -> Path:
+    """Copy a finished checkpoint under a stable name, atomically (a reader never sees half a file)."""
+    tmp = destination.with_name(destination.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, destination)
+    return destination
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
@@ -46,3 +55,43 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if payload["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer dacer2 (format {payload['format_version']})")
     return payload
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, permissions); the previous ones are untouched."""
+
+
+class CheckpointManager:
+    """Numbered checkpoints in one folder, newest last, keeping the last `keep`. Every write is atomic, so a
+    crash or a full disk mid-write leaves the earlier checkpoints intact."""
+
+    def __init__(self, folder: Path, keep: int = 3):
+        self.folder, self.keep = Path(folder), keep
+
+    def path_for(self, env_steps: int) -> Path:
+        return self.folder / f"step_{env_steps:012d}.pt"
+
+    def saved(self) -> list[Path]:
+        return sorted(self.folder.glob("step_*.pt"))
+
+    def save(self, env_steps: int, payload: dict) -> Path:
+        try:
+            path = save_checkpoint(self.path_for(env_steps), payload)
+        except OSError as exc:
+            raise CheckpointWriteError(
+                f"could not write a checkpoint to {self.folder} ({exc.strerror or exc}); earlier checkpoints are intact"
+            ) from exc
+        for old in self.saved()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_latest(self, map_location="cpu") -> tuple[Path, dict]:
+        """The newest checkpoint that loads; a corrupt newest one falls back to the one before it."""
+        problems = []
+        for path in reversed(self.saved()):
+            try:
+                return path, load_checkpoint(path, map_location)
+            except CheckpointError as exc:
+                problems.append(str(exc))
+        detail = "; ".join(problems) if problems else "none found"
+        raise CheckpointError(f"no usable checkpoint in {self.folder}: {detail}")

@@ -7,24 +7,31 @@ import sys
 
 import tyro
 
-from dacer2.checkpoint import CheckpointError
+from dacer2.checkpoint import CheckpointError, CheckpointWriteError
 from dacer2.config import TrainConfig
 from dacer2.envs import EnvError
 
+# Failures a user can act on: one line on stderr, no traceback.
 USER_ERRORS = (ValueError, EnvError, CheckpointError)
 
 
 def train_main(argv: list[str] | None = None) -> int:
     config = tyro.cli(TrainConfig, args=argv)
-    from dacer2.trainer import train  # after parsing, so --help stays fast
+    from dacer2.trainer import NonFiniteError, TrainingInterrupted, train  # after parsing: --help stays fast
 
     try:
         result = train(config)
     except USER_ERRORS as exc:
         print(f"dacer2-train: error: {exc}", file=sys.stderr)
         return 2
+    except (NonFiniteError, CheckpointWriteError) as exc:
+        print(f"dacer2-train: error: {exc}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as exc:
+        print(f"dacer2-train: stopped: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
-        print("dacer2-train: interrupted", file=sys.stderr)
+        print("dacer2-train: interrupted without a checkpoint", file=sys.stderr)
         return 130
     print(
         f"final eval return {result.final_eval_mean:.1f} +- {result.final_eval_std:.1f} "

@@ -107,6 +107,15 @@ class MultiGoalEnv(gym.Env):
         info = {"goal_index": goal_index, "position": new_pos.copy()}
         return new_pos.copy(), float(reward), terminated, False, info
 
+    # ------------------------------------------------------- checkpointing
+    def snapshot(self) -> dict:
+        """Mid-episode state for exact resume (see dacer2.envs.state)."""
+        return {"pos": self._pos.copy(), "path": [p.copy() for p in self._path]}
+
+    def restore(self, state: dict) -> None:
+        self._pos = np.asarray(state["pos"], dtype=np.float32).copy()
+        self._path = [np.asarray(p, dtype=np.float32).copy() for p in state["path"]]
+
     # ------------------------------------------------------------- rendering
     def render(self):
         if self.render_mode is None:

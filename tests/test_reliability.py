@@ -1,0 +1,139 @@
+"""Checkpoints, exact resume, interruption and bad input (issue: reliability)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from dacer2.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
+from dacer2.config import TrainConfig
+from dacer2.trainer import NonFiniteError, train
+
+TINY = dict(
+    env_id="InvertedPendulum-v5", learning_starts=100, eval_every=100, eval_episodes=2, log_every=100,
+    actor_hidden=(16, 16), critic_hidden=(16, 16), batch_size=32, entropy_states=4, entropy_samples=20,
+    alpha_every=150, checkpoint_every=200, progress=False, deterministic=True, save_buffer=True,
+)
+
+
+def metric_rows(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k not in ("wall_time", "sps")} for row in csv.DictReader(f)]
+
+
+def final_params(run_dir):
+    return load_checkpoint(run_dir / "checkpoints" / "final.pt")["agent"]["modules"]
+
+
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):
+    straight = train(TrainConfig(**TINY, total_steps=400, run_dir=str(tmp_path / "straight")))
+    train(TrainConfig(**TINY, total_steps=200, run_dir=str(tmp_path / "split")))
+    resumed = train(TrainConfig(resume=str(tmp_path / "split"), total_steps=400))
+    assert resumed.env_steps == straight.env_steps == 400 and resumed.updates == straight.updates
+    a, b = final_params(tmp_path / "straight"), final_params(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert metric_rows(tmp_path / "straight") == metric_rows(tmp_path / "split")  # logs appended, not restarted
+    assert json.loads((tmp_path / "split" / "config.json").read_text())["total_steps"] == 400
+
+
+def test_same_seed_same_metrics(tmp_path):
+    first = train(TrainConfig(**TINY, total_steps=200, run_dir=str(tmp_path / "a")))
+    second = train(TrainConfig(**TINY, total_steps=200, run_dir=str(tmp_path / "b")))
+    assert metric_rows(tmp_path / "a") == metric_rows(tmp_path / "b")
+    assert first.eval_history == second.eval_history
+    other = train(TrainConfig(**{**TINY, "seed": 1}, total_steps=200, run_dir=str(tmp_path / "c")))
+    assert metric_rows(tmp_path / "c") != metric_rows(tmp_path / "a")
+
+
+def test_checkpoints_rotate_and_a_corrupt_newest_falls_back(tmp_path):
+    train(TrainConfig(**{**TINY, "checkpoint_every": 100, "keep_checkpoints": 2}, total_steps=400, run_dir=str(tmp_path / "r")))
+    manager = CheckpointManager(tmp_path / "r" / "checkpoints")
+    assert [p.name for p in manager.saved()] == ["step_000000000300.pt", "step_000000000400.pt"]
+    newest = manager.saved()[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a crash mid-copy
+    with pytest.raises(CheckpointError, match="not a readable dacer2 checkpoint"):
+        load_checkpoint(newest)
+    path, payload = manager.load_latest()
+    assert path.name == "step_000000000300.pt" and payload["loop"]["env_steps"] == 300
+
+
+def test_resume_rejects_a_checkpoint_of_another_task(tmp_path):
+    train(TrainConfig(**TINY, total_steps=200, run_dir=str(tmp_path / "r")))
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    config["env_id"] = "dacer2/MultiGoal-v0"
+    (tmp_path / "r" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not belong to this run"):
+        train(TrainConfig(resume=str(tmp_path / "r"), total_steps=400))
+    with pytest.raises(CheckpointError, match="no config.json"):
+        train(TrainConfig(resume=str(tmp_path / "nowhere")))
+
+
+class NaNAfterSteps(gym.Env):
+    """Returns a NaN observation on its 30th step."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = np.full(3, np.nan if self.t == 30 else 0.1, np.float32)
+        return obs, 1.0, False, False, {}
+
+
+def test_non_finite_observation_stops_with_a_checkpoint(tmp_path):
+    if "test/NaNAfterSteps-v0" not in gym.registry:
+        gym.register("test/NaNAfterSteps-v0", entry_point=NaNAfterSteps, max_episode_steps=1000)
+    cfg = TrainConfig(**{**TINY, "env_id": "test/NaNAfterSteps-v0", "eval_episodes": 0}, total_steps=100, run_dir=str(tmp_path / "r"))
+    with pytest.raises(NonFiniteError, match="non-finite observation or reward at env step 30"):
+        train(cfg)
+    payload = CheckpointManager(tmp_path / "r" / "checkpoints").load_latest()[1]
+    assert payload["loop"]["env_steps"] == 29 and np.isfinite(payload["loop"]["obs"]).all()
+
+
+def test_unwritable_run_dir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match="cannot write the run directory"):
+        train(TrainConfig(**TINY, total_steps=100, run_dir=str(blocker / "run")))
+
+
+def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
+    run = tmp_path / "r"
+    args = [sys.executable, "-m", "dacer2.cli", "--env-id", "InvertedPendulum-v5", "--total-steps", "1000",
+            "--learning-starts", "100", "--eval-episodes", "1", "--eval-every", "500", "--log-every", "50",
+            "--actor-hidden", "16", "--critic-hidden", "16", "--batch-size", "32", "--entropy-states", "4",
+            "--entropy-samples", "20", "--no-progress", "--save-buffer", "--run-dir", str(run)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until it is really training
+        if (run / "metrics.csv").exists() and len((run / "metrics.csv").read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM at env step" in err and "--resume" in err
+    stopped_at = CheckpointManager(run / "checkpoints").load_latest()[1]["loop"]["env_steps"]
+    assert 150 <= stopped_at < 1000
+    done = subprocess.run([sys.executable, "-m", "dacer2.cli", "--resume", str(run), "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"resumed {run} from step_{stopped_at:012d}.pt" in done.stderr
+    assert "after 1000 env steps" in done.stdout
+    steps = [int(r["env_steps"]) for r in metric_rows(run)]
+    assert steps == sorted(steps) and steps[-1] == 1000 and len(steps) == len(set(steps))  # appended, no restart
