@@ -1,0 +1,222 @@
+"""Triton acting sampler: the CUDA kernel of dacer2::sample_chain.
+
+Fuses, in ONE launch for all T steps: the observation's share of layer 1 (once per call), per step layer 1 =
+share + step_bias[t] + x @ w1x_t, the hidden mish MLP, the output layer, the posterior update with in-kernel
+chain noise, and the alpha-noise + clip. Each program owns BLOCK_B rows; layer outputs go through a small
+per-program scratch buffer in global memory (L1/L2 resident) between layers because a layer's output columns
+are produced in BLOCK_N chunks and the next layer reads them back in BLOCK_K chunks. The noise is the ops'
+counter-based hash (dacer2/ops/reference.py: normal_noise), read from the rng tensor [seed, offset] in device
+memory so a CUDA-graph replay draws fresh noise (the wrapper advances the offset with a device-side add).
+
+Reference twin: dacer2.ops.reference.sample_chain (tests: tests/ops/test_triton_sample_chain.py, run under
+TRITON_INTERPRET=1 on CPU, plus an ahead-of-time sm_90 compile of every shipped config).
+Measured gain: not measured yet: no GPU was available while this was written (device, shape, before/after
+to be filled in from benchmarks/test_bench_acting.py on an H100).
+
+Supported: float32, every hidden layer the same width H (the default 3x256); anything else falls back to the
+reference twin.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _hash32(x):
+    # x: uint32 tensor. lowbias32 (same constants as csrc/kernels.h and the torch twin).
+    x = x ^ (x >> 16)
+    x = x * 0x7FEB352D
+    x = x ^ (x >> 15)
+    x = x * tl.full(x.shape, 0x846CA68B, tl.uint32)
+    x = x ^ (x >> 16)
+    return x
+
+
+@triton.jit
+def _normal(seed_lo, offset, idx):
+    """N(0,1) for 64-bit counters offset + idx (idx int64 tensor); seed_lo is a uint32 scalar."""
+    n = offset + idx
+    lo = (n & 0xFFFFFFFF).to(tl.uint32)
+    hi = ((n >> 32) & 0xFFFFFFFF).to(tl.uint32)
+    key = _hash32(seed_lo ^ _hash32(hi ^ 0x68BC21EB))
+    a = _hash32(key ^ _hash32(lo))
+    b = _hash32(a ^ tl.full(a.shape, 0x9E3779B9, tl.uint32))
+    u1 = ((a >> 8) + 1).to(tl.float32) * 5.9604644775390625e-8
+    u2 = (b >> 8).to(tl.float32) * 5.9604644775390625e-8
+    return tl.sqrt(-2.0 * tl.log(u1)) * tl.cos(6.283185307179586 * u2)
+
+
+@triton.jit
+def _mish(z):
+    e = tl.exp(tl.minimum(z, 20.0))
+    n = e * (e + 2.0)
+    return z * n / (n + 2.0)
+
+
+@triton.jit
+def _sample_chain_kernel(
+    obs_ptr, packed_ptr, sched_ptr, alpha_ptr, rng_ptr, noise_ptr, out_ptr, scratch_ptr, B,
+    S: tl.constexpr, A: tl.constexpr, T: tl.constexpr, H: tl.constexpr, L: tl.constexpr,
+    A_PAD: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_NOISE: tl.constexpr, CHAIN_NOISE: tl.constexpr, EXPLORE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
+    rmask = rows < B
+    cols_a = tl.arange(0, A_PAD)
+    amask = cols_a < A
+    ra_mask = rmask[:, None] & amask[None, :]
+    # packed layout offsets (csrc/kernels.h)
+    W1O = 0
+    W1X = W1O + S * H
+    SB = W1X + A * H
+    HID = SB + T * H
+    WO = HID + (L - 1) * (H * H + H)
+    BO = WO + H * A
+    # per-program scratch: [3, BLOCK_B, H] = obs share, ping, pong
+    scr = scratch_ptr + pid * 3 * BLOCK_B * H
+    rr = tl.arange(0, BLOCK_B)
+
+    seed_lo = (tl.load(rng_ptr) & 0xFFFFFFFF).to(tl.uint32)
+    offset = tl.load(rng_ptr + 1)
+    ra_idx = rows[:, None].to(tl.int64) * A + cols_a[None, :]
+
+    # ---- observation share of layer 1, once per call ----
+    for n0 in range(0, H, BLOCK_N):
+        cn = n0 + tl.arange(0, BLOCK_N)
+        acc = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
+        for k0 in range(0, S, BLOCK_K):
+            ck = k0 + tl.arange(0, BLOCK_K)
+            o = tl.load(obs_ptr + rows[:, None] * S + ck[None, :], mask=rmask[:, None] & (ck[None, :] < S), other=0.0)
+            w = tl.load(packed_ptr + W1O + ck[:, None] * H + cn[None, :], mask=(ck[:, None] < S), other=0.0)
+            acc += tl.dot(o, w, input_precision="ieee")
+        tl.store(scr + rr[:, None] * H + cn[None, :], acc)
+    tl.debug_barrier()
+
+    # ---- initial x ----
+    if HAS_NOISE:
+        x = tl.load(noise_ptr + ra_idx, mask=ra_mask, other=0.0)
+    else:
+        x = _normal(seed_lo, offset, ra_idx)
+    x = tl.where(ra_mask, x, 0.0)
+
+    for k in range(T):
+        t = T - 1 - k
+        # layer 1 -> ping
+        for n0 in range(0, H, BLOCK_N):
+            cn = n0 + tl.arange(0, BLOCK_N)
+            z = tl.load(scr + rr[:, None] * H + cn[None, :])
+            z += tl.load(packed_ptr + SB + t * H + cn)[None, :]
+            wx = tl.load(packed_ptr + W1X + cols_a[:, None] * H + cn[None, :], mask=amask[:, None], other=0.0)
+            z += tl.dot(x, wx, input_precision="ieee")
+            tl.store(scr + BLOCK_B * H + rr[:, None] * H + cn[None, :], _mish(z))
+        tl.debug_barrier()
+        # hidden layers 2..L: ping <-> pong
+        for l in range(1, L):
+            src = scr + (1 + (l - 1) % 2) * BLOCK_B * H
+            dst = scr + (1 + l % 2) * BLOCK_B * H
+            wl = packed_ptr + HID + (l - 1) * (H * H + H)
+            for n0 in range(0, H, BLOCK_N):
+                cn = n0 + tl.arange(0, BLOCK_N)
+                acc = tl.zeros((BLOCK_B, BLOCK_N), tl.float32) + tl.load(wl + H * H + cn)[None, :]
+                for k0 in range(0, H, BLOCK_K):
+                    ck = k0 + tl.arange(0, BLOCK_K)
+                    h = tl.load(src + rr[:, None] * H + ck[None, :])
+                    w = tl.load(wl + ck[:, None] * H + cn[None, :])
+                    acc += tl.dot(h, w, input_precision="ieee")
+                tl.store(dst + rr[:, None] * H + cn[None, :], _mish(acc))
+            tl.debug_barrier()
+        # output layer from the last written buffer
+        last = scr + (1 + (L - 1) % 2) * BLOCK_B * H
+        eps = tl.zeros((BLOCK_B, A_PAD), tl.float32) + tl.load(packed_ptr + BO + cols_a, mask=amask, other=0.0)[None, :]
+        for k0 in range(0, H, BLOCK_K):
+            ck = k0 + tl.arange(0, BLOCK_K)
+            h = tl.load(last + rr[:, None] * H + ck[None, :])
+            w = tl.load(packed_ptr + WO + ck[:, None] * A + cols_a[None, :], mask=amask[None, :], other=0.0)
+            eps += tl.dot(h, w, input_precision="ieee")
+        # posterior update
+        cx = tl.load(sched_ptr + t)
+        ce = tl.load(sched_ptr + T + t)
+        c1 = tl.load(sched_ptr + 2 * T + t)
+        c2 = tl.load(sched_ptr + 3 * T + t)
+        sd = tl.load(sched_ptr + 4 * T + t)
+        x0 = tl.minimum(tl.maximum(cx * x - ce * eps, -1.0), 1.0)
+        x_new = c1 * x0 + c2 * x
+        if CHAIN_NOISE:
+            if t > 0:
+                if HAS_NOISE:
+                    z = tl.load(noise_ptr + (k + 1) * B * A + ra_idx, mask=ra_mask, other=0.0)
+                else:
+                    z = _normal(seed_lo, offset, (k + 1) * B * A + ra_idx)
+                x_new += sd * z
+        x = tl.where(ra_mask, x_new, 0.0)
+        tl.debug_barrier()  # the next step overwrites ping/pong that this step's last reads came from
+
+    if EXPLORE:
+        if HAS_NOISE:
+            xi = tl.load(noise_ptr + T * B * A + ra_idx, mask=ra_mask, other=0.0)
+        else:
+            xi = _normal(seed_lo, offset, T * B * A + ra_idx)
+        x = tl.minimum(tl.maximum(x + tl.load(alpha_ptr) * xi, -1.0), 1.0)
+    tl.store(out_ptr + ra_idx, x, mask=ra_mask)
+
+
+# Shipped launch configurations (every one is compiled ahead of time for sm_90 by the tests).
+CONFIGS = {
+    "small_batch": dict(BLOCK_B=16, BLOCK_K=32, BLOCK_N=64, num_warps=4),
+    "large_batch": dict(BLOCK_B=64, BLOCK_K=32, BLOCK_N=64, num_warps=4),
+}
+
+
+def supported(dims, dtype) -> bool:
+    hidden = dims[3:]
+    return dtype == torch.float32 and len(set(hidden)) == 1 and hidden[0] % 64 == 0
+
+
+def pick_config(batch: int) -> dict:
+    return CONFIGS["small_batch" if batch <= 16 else "large_batch"]
+
+
+def constexprs(dims, has_noise, chain_noise, explore, cfg) -> dict:
+    S, A, T, *hidden = dims
+    return dict(S=S, A=A, T=T, H=hidden[0], L=len(hidden), A_PAD=max(16, triton.next_power_of_2(A)),
+                BLOCK_B=cfg["BLOCK_B"], BLOCK_K=cfg["BLOCK_K"], BLOCK_N=cfg["BLOCK_N"], HAS_NOISE=bool(has_noise),
+                CHAIN_NOISE=bool(chain_noise), EXPLORE=bool(explore))
+
+
+def launch(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore, cfg=None):
+    """Run the kernel (on CUDA tensors, or CPU tensors under TRITON_INTERPRET=1). Advances rng like the op."""
+    S, A, T, *hidden = dims
+    B = obs.shape[0]
+    cfg = cfg or pick_config(B)
+    out = torch.empty(B, A, dtype=obs.dtype, device=obs.device)
+    if B == 0:
+        return out
+    grid = (triton.cdiv(B, cfg["BLOCK_B"]),)
+    scratch = torch.empty(grid[0] * 3 * cfg["BLOCK_B"] * hidden[0], dtype=torch.float32, device=obs.device)
+    noise_arg = noise if noise is not None else obs  # unused pointer when HAS_NOISE is False
+    _sample_chain_kernel[grid](
+        obs, packed, sched, alpha_scale, rng, noise_arg, out, scratch, B,
+        **constexprs(dims, noise is not None, chain_noise, explore, cfg), num_warps=cfg["num_warps"],
+    )
+    if noise is None:
+        rng[1:].add_((T + 1) * B * A)  # device-side: capturable in a CUDA graph
+    return out
+
+
+POINTER_ARGS = dict(obs_ptr="*fp32", packed_ptr="*fp32", sched_ptr="*fp32", alpha_ptr="*fp32", rng_ptr="*i64",
+                    noise_ptr="*fp32", out_ptr="*fp32", scratch_ptr="*fp32", B="i32")
+
+
+def compile_for(target, dims, cfg, has_noise=False, chain_noise=True, explore=True):
+    """Ahead-of-time compile of one config for `target` (a triton GPUTarget): no GPU needed. Used by the tests
+    to catch shapes the real compiler rejects (the interpreter accepts tl.dot tiles it would not)."""
+    from triton.compiler import ASTSource
+
+    consts = constexprs(dims, has_noise, chain_noise, explore, cfg)
+    signature = dict(POINTER_ARGS, **{k: "constexpr" for k in consts})
+    src = ASTSource(fn=_sample_chain_kernel, signature=signature, constexprs=consts)
+    return triton.compile(src, target=target, options=dict(num_warps=cfg["num_warps"]))
