@@ -20,7 +20,7 @@ import torch
 from dacer2.checkpoint import CheckpointError, load_checkpoint
 from dacer2.config import TrainConfig
 from dacer2.diffusion import DiffusionSchedule, ReverseChain
-from dacer2.policy_backends import ReferenceDiffusion, ReferenceGaussian, select_backend
+from dacer2.policy_backends import FusedDiffusion, ReferenceDiffusion, ReferenceGaussian, select_backend
 
 DIFFUSION = "diffusion"
 
@@ -99,7 +99,7 @@ class Policy:
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"{ckpt} lacks {exc} needed to build a policy") from exc
         family = payload.get("policy_family", DIFFUSION)
-        name = select_backend(backend, family)
+        name = select_backend(backend, family, device, config.activation)
         actor_state = {k[len("actor."):]: v for k, v in modules.items() if k.startswith("actor.")}
         log_alpha = modules["log_alpha"]
         if family == DIFFUSION:
@@ -120,6 +120,8 @@ class Policy:
         except RuntimeError as exc:
             raise CheckpointError(f"{ckpt}: actor weights do not fit the stored config ({exc})") from exc
         net.to(device)
+        if name == "fused":
+            net = FusedDiffusion(net)
         if action_bounds is None:
             from dacer2.envs import action_bounds as env_action_bounds
 

@@ -1,13 +1,18 @@
 """Inference backends of the deployable Policy: each turns a batch of float32 states into actions in [-1, 1].
 
-Only the plain-PyTorch reference backends exist today. The registry keeps the switch in one place: a fused-kernel
-backend registers under its own name with an `available()` check, and `select_backend("auto")` picks the first
-available one in FASTEST_FIRST order, falling back to the reference.
+* `reference`: plain PyTorch, the same code path as DACER2Agent's reference backend.
+* `fused`: the dacer2:: `sample_chain` op (C++ on CPU, Triton on CUDA; see dacer2/ops), the whole chain in one
+  call. Its noise is drawn from the Policy's torch.Generator in the reference's order and injected, so both
+  backends give the same actions for the same generator state (up to float rounding) and switching backend never
+  changes a deployed policy's behaviour.
+
+`select_backend` resolves "auto" exactly as training does (dacer2.ops.resolve_backend: env DACER2_BACKEND, else
+fused where kernels exist and the activation is mish); the Gaussian comparison policy always runs the reference.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -64,26 +69,57 @@ class ReferenceGaussian(nn.Module):
         return add_exploration_noise(action, self.log_alpha.exp(), self.noise_scale, generator)
 
 
-# name -> (is it usable on this machine?, does it support this policy family?)
-BACKENDS: dict[str, tuple[Callable[[], bool], Callable[[str], bool]]] = {
-    "reference": (lambda: True, lambda family: family in ("diffusion", "gaussian")),
-}
-FASTEST_FIRST = ("reference",)
+class FusedDiffusion(nn.Module):
+    """The diffusion policy through the fused `dacer2::sample_chain` op, with generator-drawn injected noise."""
+
+    def __init__(self, reference: ReferenceDiffusion):
+        super().__init__()
+        from dacer2.ops import new_rng_state
+        from dacer2.ops.packing import pack_denoiser, schedule_tensor
+
+        actor, chain = reference.actor, reference.chain
+        device = actor.out.weight.device
+        with torch.no_grad():
+            packed, dims = pack_denoiser(actor, chain.num_steps)
+        self.register_buffer("packed", packed.detach().contiguous())
+        self.register_buffer("sched", schedule_tensor(chain, torch.float32, device))
+        self.register_buffer("alpha_scale", (reference.log_alpha.exp() * reference.noise_scale).detach())
+        self.register_buffer("rng", new_rng_state(0, device))  # unused: the noise is always injected
+        self.dims = list(dims)
+        self.num_steps, self.action_dim = chain.num_steps, actor.action_dim
+        self.deterministic_chain_noise = reference.deterministic_chain_noise
+
+    @torch.no_grad()
+    def forward(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator) -> torch.Tensor:
+        from dacer2.ops import sample_chain
+
+        chain_noise = self.deterministic_chain_noise if deterministic else True
+        explore = not deterministic
+        shape = (obs.shape[0], self.action_dim)
+
+        def draw(needed: bool) -> torch.Tensor:
+            if not needed:
+                return obs.new_zeros(shape)
+            return torch.randn(shape, device=obs.device, dtype=obs.dtype, generator=generator)
+
+        # Rows: x_{T-1}, chain noise for t = T-1..1, alpha-noise; drawn in the reference chain's order.
+        rows = [draw(True)] + [draw(chain_noise) for _ in range(self.num_steps - 1)] + [draw(explore)]
+        return sample_chain(obs.contiguous(), self.packed, self.dims, self.sched, self.alpha_scale, self.rng,
+                            torch.stack(rows), chain_noise, explore)
 
 
-def select_backend(name: str, family: str) -> str:
-    """The backend to use: the named one (checked), or for "auto" the fastest available for this policy family."""
-    if name == "auto":
-        for candidate in FASTEST_FIRST:
-            available, supports = BACKENDS[candidate]
-            if available() and supports(family):
-                return candidate
-        raise ValueError(f"no inference backend supports policy family {family!r}")
-    if name not in BACKENDS:
-        raise ValueError(f"unknown policy backend {name!r}; choose auto or one of {sorted(BACKENDS)}")
-    available, supports = BACKENDS[name]
-    if not available():
-        raise ValueError(f"policy backend {name!r} is not available on this machine")
-    if not supports(family):
-        raise ValueError(f"policy backend {name!r} does not support {family} policies")
-    return name
+def select_backend(name: str, family: str, device: torch.device | str = "cpu", activation: str = "mish") -> str:
+    """"fused" or "reference" for this policy: the named one (checked) or, for "auto", the fastest available."""
+    if name not in ("auto", "fused", "reference"):
+        raise ValueError(f"unknown policy backend {name!r}; choose auto, fused or reference")
+    if family != "diffusion":
+        if name == "fused":
+            raise ValueError(f"the fused backend implements the diffusion policy only, not {family} policies")
+        return "reference"
+    try:
+        from dacer2.ops import resolve_backend
+    except ImportError:  # the ops package failed to import: the reference always works
+        if name == "fused":
+            raise ValueError("the fused backend is unavailable here (dacer2.ops failed to import)") from None
+        return "reference"
+    return resolve_backend(name, device, activation)

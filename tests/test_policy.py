@@ -37,7 +37,7 @@ def test_import_dacer2_is_light_and_exports_policy():
 
 def test_act_shapes_and_bounds(run_dir):
     policy = dacer2.Policy.load(run_dir)
-    assert policy.info.backend == "reference"
+    assert policy.info.backend in ("fused", "reference")  # auto: the fastest available here
     np.testing.assert_allclose(policy.action_low, [-3.0])  # InvertedPendulum's own bounds, not [-1, 1]
     obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
     single = policy.act(obs[0])
@@ -67,12 +67,27 @@ def test_policy_matches_agent_with_same_generator_state(run_dir):
 
 
 def test_same_seed_same_actions_and_loads_actor_only(run_dir):
-    a = dacer2.Policy.load(run_dir, seed=7)
-    b = dacer2.Policy.load(run_dir, seed=7)
+    a = dacer2.Policy.load(run_dir, seed=7, backend="reference")
+    b = dacer2.Policy.load(run_dir, seed=7, backend="reference")
     obs = np.zeros((4, 4), dtype=np.float32)
     np.testing.assert_array_equal(a.act(obs, deterministic=False), b.act(obs, deterministic=False))
     names = {name for name, _ in a._net.named_parameters()}
     assert names and all(name.startswith("actor.") for name in names)  # no critic, no target critic
+    fused = dacer2.Policy.load(run_dir, backend="fused")
+    assert {name for name, _ in fused._net.named_buffers()} == {"packed", "sched", "alpha_scale", "rng"}
+
+
+def test_fused_backend_gives_the_reference_actions(run_dir):
+    reference = dacer2.Policy.load(run_dir, backend="reference")
+    fused = dacer2.Policy.load(run_dir, backend="fused")
+    assert (reference.info.backend, fused.info.backend) == ("reference", "fused")
+    obs = np.random.default_rng(2).normal(size=(16, 4)).astype(np.float32)
+    for deterministic in (True, False):
+        reference.seed(5)
+        fused.seed(5)
+        np.testing.assert_allclose(fused.act(obs, deterministic), reference.act(obs, deterministic), atol=1e-4)
+    with pytest.raises(ValueError, match="unknown policy backend"):
+        dacer2.Policy.load(run_dir, backend="cuda-graphs")
 
 
 def test_bad_observations_fail_clearly(run_dir):
