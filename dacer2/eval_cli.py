@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import tyro
 
@@ -19,30 +19,28 @@ import tyro
 class EvalConfig:
     """Evaluate a trained dacer2 policy (run directory or checkpoint file)."""
 
-    path: tyro.conf.Positional[str]
+    path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR_OR_CHECKPOINT")]
     """Run directory (uses checkpoints/final.pt) or a checkpoint file."""
     episodes: int = 10
     """Evaluation episodes per policy mode, run as one batch of parallel envs."""
     mode: Literal["deterministic", "stochastic", "both"] = "both"
-    """Which policy to evaluate: deterministic (no alpha-noise, as in training's evaluations), stochastic (the
-    executed policy with alpha-noise) or both."""
+    """Policy to evaluate: deterministic (no alpha-noise, as training's evaluations), stochastic (with it) or both."""
     seed: int = 0
     """Seed of the evaluation envs and of the policy's noise."""
     device: str = "cpu"
     """Torch device for the policy."""
-    backend: str = "auto"
-    """Inference backend (auto = the fastest available)."""
+    backend: Literal["auto", "fused", "reference"] = "auto"
+    """Inference backend: auto picks the fastest available (fused kernels where built)."""
     torch_threads: Optional[int] = 1
     """CPU threads for torch (None: torch's own choice)."""
     video: Optional[str] = None
-    """Record one deterministic episode to this .gif (or .mp4 with imageio-ffmpeg); needs a rendering backend
-    (MuJoCo: MUJOCO_GL=egl/osmesa), otherwise the command fails with a one-line reason."""
+    """Record one deterministic episode to this .gif (.mp4 needs imageio-ffmpeg); MuJoCo needs EGL or OSMesa."""
     multigoal_rollouts: int = 100
     """Multi-goal task only: rollouts from (0, 0) per mode for the goal-coverage metric."""
     trajectories_per_start: int = 10
     """Multi-goal task only: rollouts per start point drawn in the trajectory figure."""
     plot: Optional[str] = None
-    """Multi-goal task only: trajectory figure path (default: <run dir>/eval/multigoal_trajectories.png)."""
+    """Multi-goal task only: trajectory figure path (None: RUN_DIR/eval/multigoal_trajectories.png)."""
     json_out: Optional[str] = None
     """Also write every number printed here to this JSON file."""
 

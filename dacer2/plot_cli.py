@@ -5,17 +5,17 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import tyro
 
 
 @dataclass
 class PlotConfig:
-    """Plot evaluation return vs environment steps for run directories (seeds of one algo+env are averaged with a
-    95% confidence band; algorithms are separate lines; one panel per env) and write a final-return summary."""
+    """Learning curves (eval return vs env steps; seeds averaged with a 95% band, one line per algorithm, one panel
+    per env) and a final-return summary table for run directories."""
 
-    runs: tyro.conf.Positional[tuple[str, ...]] = ()
+    runs: Annotated[tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR...")] = ()
     """Run directories, or folders searched recursively for them (a run directory holds config.json and metrics.csv)."""
     out_dir: str = "plots"
     """Folder for the figure and the tables."""
@@ -24,9 +24,9 @@ class PlotConfig:
     formats: tuple[Literal["png", "svg", "pdf"], ...] = ("png",)
     """Figure formats to write."""
     title: Optional[str] = None
-    """Figure title (default: none)."""
+    """Figure title."""
     ylim: Optional[tuple[float, float]] = None
-    """Y-axis range LOW HIGH for every panel (default: fit the data), e.g. to zoom past a very negative start."""
+    """Y-axis range LOW HIGH for every panel (None: fit the data), e.g. to zoom past a very negative start."""
 
 
 def plot_main(argv: list[str] | None = None) -> int:
