@@ -119,15 +119,15 @@ class DACER2Agent(nn.Module):
         """The executed action: chain output plus alpha-scaled noise (alpha is not trained by the actor)."""
         return add_exploration_noise(chain_action, self.alpha.detach(), self.cfg.noise_scale, self.generator)
 
-    @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions in [-1, 1] for a batch of states. Deterministic = no alpha-noise (and no chain noise if the
-        deterministic_chain_noise switch is off)."""
+        deterministic_chain_noise switch is off). Never builds a graph."""
         if self._fused is not None:
-            return self._fused.act(obs, deterministic)
-        if deterministic:
-            return self.run_chain(obs, chain_noise=self.cfg.deterministic_chain_noise).action
-        return self.explore(self.run_chain(obs).action)
+            return self._fused.act(obs, deterministic)  # the op never records autograd (no no_grad cost here)
+        with torch.no_grad():
+            if deterministic:
+                return self.run_chain(obs, chain_noise=self.cfg.deterministic_chain_noise).action
+            return self.explore(self.run_chain(obs).action)
 
     # ----------------------------------------------------------------------------------------------------
     # Section 2: critic.

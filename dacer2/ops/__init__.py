@@ -47,6 +47,8 @@ def _load_cpu_extension() -> bool:
 
 
 def _load_cuda_kernels() -> bool:
+    if not torch.cuda.is_available():
+        return False  # nothing to register for: skip importing Triton (about a second) on CPU-only machines
     try:
         from dacer2.kernels import register  # Triton is optional
     except ImportError:

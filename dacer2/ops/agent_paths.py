@@ -43,6 +43,9 @@ class FusedAgentPaths:
         self.rng = torch.tensor([cfg.seed, 0], dtype=torch.int64, device=agent.device)
         self._sched: dict = {}
         self._alpha_key, self._alpha_scale = None, None
+        self._act_state = None
+        self._act_params = [*agent.actor.parameters(), agent.log_alpha]
+        self._sample = ops.sample_chain.default
 
     def sched(self, dtype, device) -> torch.Tensor:
         key = (dtype, device)
@@ -61,15 +64,24 @@ class FusedAgentPaths:
 
     # ---- acting --------------------------------------------------------------------------------------------
     def act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        packed, dims = self.actor_cache.get()
-        if self.rng.device != packed.device:
-            self.rng = self.rng.to(packed.device)
-        chain_noise = self.agent.cfg.deterministic_chain_noise if deterministic else True
+        # The batch-1 hot path: one version check covers the actor's weights and alpha; everything the op
+        # needs besides obs is cached (packed weights, schedule, alpha * k, the rng tensor on the right device).
+        agent, params = self.agent, self._act_params
+        # versions change on every in-place update; the first data_ptr changes when the module moves or is cast
+        key = (params[0].data_ptr(), *[p._version for p in params])
+        state = self._act_state
+        if state is None or key != state[0]:
+            packed, dims = self.actor_cache.get()
+            if self.rng.device != packed.device:
+                self.rng = self.rng.to(packed.device)
+            state = self._act_state = (key, packed, dims, self.sched(packed.dtype, packed.device), self.alpha_scale())
+        _, packed, dims, sched, alpha_scale = state
+        chain_noise = agent.cfg.deterministic_chain_noise if deterministic else True
         # A fresh random (seed, offset) from the agent's generator per call: acting stays reproducible from the
         # generator state (tests, checkpoint resume) at the cost of one tiny draw; the op reads it from memory.
-        self.rng.random_(generator=self.agent.generator)
-        return ops.sample_chain(obs.contiguous(), packed, dims, self.sched(packed.dtype, packed.device),
-                                self.alpha_scale(), self.rng, None, chain_noise, not deterministic)
+        self.rng.random_(generator=agent.generator)
+        return self._sample(obs.contiguous(), packed, dims, sched, alpha_scale, self.rng, None, chain_noise,
+                            not deterministic)
 
     # ---- chains with generator noise ------------------------------------------------------------------------
     def _generator_noise(self, obs: torch.Tensor, chain_noise: bool, extra_row: bool) -> torch.Tensor:

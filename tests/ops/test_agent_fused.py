@@ -16,6 +16,16 @@ from dacer2.ops import HAS_CPU_KERNELS, resolve_backend
 pytestmark = pytest.mark.skipif(not HAS_CPU_KERNELS, reason="dacer2._C not built (pip install --no-build-isolation -e .)")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These small networks gain nothing from a second thread, and on the shared 2-core machine OpenMP's
+    barrier waits made the many tiny reference ops 10x slower under load."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def agents(**overrides):
     out = []
     for backend in ("reference", "fused"):
