@@ -479,26 +479,56 @@ std::tuple<Tensor, Tensor> critic_action_grad_cpu(const Tensor& obs, const Tenso
                      c1.data_ptr<T>(), 0, M);
     Tensor g2 = grad.view({M, A});
     for (int64_t c = 0; c < 2; ++c) {
-      if (mode == 2 && c == 1) break;  // q1 only: critic 2 gets no upstream gradient
-      const int64_t HL = sizes[L];
-      Tensor delta = at::empty({M, HL}, opts);
+      // Backward only over the rows whose upstream coefficient is non-zero: with min, each row reaches one
+      // critic, so the two backward passes together cost one pass over the stack instead of two.
       const T* cc = (c == 0 ? c0 : c1).data_ptr<T>();
+      std::vector<int64_t> idx;
+      idx.reserve(M);
+      for (int64_t r = 0; r < M; ++r)
+        if (cc[r] != T(0)) idx.push_back(r);
+      const int64_t n = static_cast<int64_t>(idx.size());
+      if (n == 0) continue;
+      const bool all = n == M;
+      auto gather = [&](const Tensor& src, int64_t H) -> Tensor {
+        if (all) return src;
+        Tensor dst = at::empty({n, H}, opts);
+        const T* sp = src.data_ptr<T>();
+        T* dp = dst.data_ptr<T>();
+        par_rows(n, 64, [&](int64_t a, int64_t b) {
+          for (int64_t r = a; r < b; ++r) std::copy(sp + idx[r] * H, sp + (idx[r] + 1) * H, dp + r * H);
+        });
+        return dst;
+      };
+      std::vector<T> csub(n);
+      for (int64_t r = 0; r < n; ++r) csub[r] = cc[idx[r]];
+      const int64_t HL = sizes[L];
+      Tensor delta = at::empty({n, HL}, opts);
       const T* wcol = pk + woff[L] + c * HL * 2;  // [HL, 2] row-major: column 0 at stride 2
       {
-        const T* dp = ds[c][L - 1].data_ptr<T>();
+        Tensor dL = gather(ds[c][L - 1], HL);
+        const T* dp = dL.data_ptr<T>();
         T* out = delta.data_ptr<T>();
-        par_rows(M, 64, [&](int64_t r0, int64_t r1) { outer_mask<T>(cc, wcol, 2, dp, HL, out, r0, r1); });
+        par_rows(n, 64, [&](int64_t r0, int64_t r1) { outer_mask<T>(csub.data(), wcol, 2, dp, HL, out, r0, r1); });
       }
       for (int64_t i = L - 1; i >= 1; --i) {
         const int64_t in = sizes[i], out = sizes[i + 1];
         delta = delta.mm(view2(packed, woff[i] + c * in * out, in, out).t());
+        Tensor di = gather(ds[c][i - 1], in);
         T* dp = delta.data_ptr<T>();
-        const T* dd = ds[c][i - 1].data_ptr<T>();
-        par_rows(M * in, 16384, [&](int64_t n0, int64_t n1) { mul_inplace<T>(dp, dd, n0, n1); });
+        const T* dd = di.data_ptr<T>();
+        par_rows(n * in, 16384, [&](int64_t n0, int64_t n1) { mul_inplace<T>(dp, dd, n0, n1); });
       }
       const int64_t in0 = sizes[0], H1 = sizes[1];
       Tensor Wa = view2(packed, woff[0] + c * in0 * H1, in0, H1).narrow(0, S, A);
-      g2.addmm_(delta, Wa.t());
+      if (all) {
+        g2.addmm_(delta, Wa.t());
+      } else {
+        Tensor gs = delta.mm(Wa.t());
+        const T* gp = gs.data_ptr<T>();
+        T* g2p = g2.data_ptr<T>();
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t a = 0; a < A; ++a) g2p[idx[r] * A + a] += gp[r * A + a];
+      }
     }
   });
   return {q, grad};
