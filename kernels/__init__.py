@@ -1,7 +1,9 @@
 """Triton kernels for dacer2's hot paths, installed as `dacer2.kernels` (never as a top-level module).
 
-sample_chain.py: the acting sampler (dacer2::sample_chain), one launch for all T steps. The other dacer2::
-ops have no Triton kernel yet: on CUDA they run their plain-PyTorch reference twins (CompositeExplicitAutograd).
+sample_chain.py: the acting sampler (dacer2::sample_chain), one launch for all T steps.
+qgrad_loss.py: L_g and its gradient (dacer2::qgrad_loss, qgrad_loss_backward).
+chain_forward/chain_backward and critic_action_grad have no Triton kernel yet: on CUDA they run their
+plain-PyTorch reference twins (CompositeExplicitAutograd), which the dispatcher picks automatically.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ def register() -> bool:
         import torch
         import triton  # noqa: F401
 
+        from dacer2.kernels import qgrad_loss as _ql
         from dacer2.kernels import sample_chain as _sc
     except ImportError:
         return False
@@ -35,6 +38,27 @@ def register() -> bool:
             return reference.sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore)
         return _sc.launch(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore)
 
+    def _qgrad_checks(name, eps, g, weight):
+        check_devices(name, eps, g=g, weight=weight)
+        if eps.dim() != 3 or g.shape != eps.shape or weight.shape != (eps.shape[0],):
+            raise RuntimeError(f"dacer2::{name}: eps and g must be [T, B, A] and weight [T], got "
+                               f"{tuple(eps.shape)}, {tuple(g.shape)}, {tuple(weight.shape)}")
+        if not (eps.is_contiguous() and g.is_contiguous() and weight.is_contiguous()):
+            raise RuntimeError(f"dacer2::{name}: eps, g and weight must be contiguous")
+        return eps.dtype == g.dtype == weight.dtype == torch.float32
+
+    def qgrad_loss_cuda(eps, g, weight):
+        if not _qgrad_checks("qgrad_loss", eps, g, weight):
+            return reference.qgrad_loss(eps, g, weight)
+        return _ql.loss(eps, g, weight)
+
+    def qgrad_loss_backward_cuda(grad, eps, g, weight):
+        if not _qgrad_checks("qgrad_loss_backward", eps, g, weight) or grad.dtype != torch.float32:
+            return reference.qgrad_loss_backward(grad, eps, g, weight)
+        return _ql.loss_backward(grad.contiguous(), eps, g, weight)
+
     torch.library.impl("dacer2::sample_chain", "CUDA")(sample_chain_cuda)
+    torch.library.impl("dacer2::qgrad_loss", "CUDA")(qgrad_loss_cuda)
+    torch.library.impl("dacer2::qgrad_loss_backward", "CUDA")(qgrad_loss_backward_cuda)
     _REGISTERED = True
     return True

@@ -92,3 +92,14 @@ def test_cuda_dispatch_matches_twin():
         want = reference.sample_chain(obs, packed, dims, sched, alpha, rng_r, None, True, True)
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
         assert rng_k.tolist() == rng_r.tolist()
+
+
+def test_register_installs_cuda_kernels():
+    """Registration needs no GPU: the Triton kernels become the CUDA implementations of their ops."""
+    import torch
+
+    from dacer2.kernels import register
+
+    assert register() and register()  # idempotent
+    for op in ("sample_chain", "qgrad_loss", "qgrad_loss_backward"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"dacer2::{op}", "CUDA"), op
