@@ -2,7 +2,8 @@
 
 sample_chain.py: the acting sampler (dacer2::sample_chain), one launch for all T steps.
 qgrad_loss.py: L_g and its gradient (dacer2::qgrad_loss, qgrad_loss_backward).
-chain_forward/chain_backward and critic_action_grad have no Triton kernel yet: on CUDA they run their
+critic_action_grad.py: min/mean/q1 of the twin means and d/da for a [T, B] stack (dacer2::critic_action_grad).
+chain_forward/chain_backward have no Triton kernel yet: on CUDA they run their
 plain-PyTorch reference twins (CompositeExplicitAutograd), which the dispatcher picks automatically.
 """
 
@@ -20,6 +21,7 @@ def register() -> bool:
         import torch
         import triton  # noqa: F401
 
+        from dacer2.kernels import critic_action_grad as _cg
         from dacer2.kernels import qgrad_loss as _ql
         from dacer2.kernels import sample_chain as _sc
     except ImportError:
@@ -57,7 +59,20 @@ def register() -> bool:
             return reference.qgrad_loss_backward(grad, eps, g, weight)
         return _ql.loss_backward(grad.contiguous(), eps, g, weight)
 
+    def critic_action_grad_cuda(obs, action, packed, dims, mode):
+        check_devices("critic_action_grad", obs, action=action, packed=packed)
+        if not (obs.is_contiguous() and action.is_contiguous() and packed.is_contiguous()):
+            raise RuntimeError("dacer2::critic_action_grad: obs, action and packed must be contiguous")
+        if mode not in (0, 1, 2):
+            raise RuntimeError(f"dacer2::critic_action_grad: mode must be 0 (min), 1 (mean) or 2 (q1), got {mode}")
+        if action.dim() != 3 or action.shape[1] != obs.shape[0] or action.shape[2] != dims[1]:
+            raise RuntimeError(f"dacer2::critic_action_grad: action must be [N, B, A], got {tuple(action.shape)}")
+        if not _cg.supported(dims, obs.dtype):
+            return reference.critic_action_grad(obs, action, packed, dims, mode)
+        return _cg.launch(obs, action, packed, dims, mode)
+
     torch.library.impl("dacer2::sample_chain", "CUDA")(sample_chain_cuda)
+    torch.library.impl("dacer2::critic_action_grad", "CUDA")(critic_action_grad_cuda)
     torch.library.impl("dacer2::qgrad_loss", "CUDA")(qgrad_loss_cuda)
     torch.library.impl("dacer2::qgrad_loss_backward", "CUDA")(qgrad_loss_backward_cuda)
     _REGISTERED = True

@@ -101,5 +101,5 @@ def test_register_installs_cuda_kernels():
     from dacer2.kernels import register
 
     assert register() and register()  # idempotent
-    for op in ("sample_chain", "qgrad_loss", "qgrad_loss_backward"):
+    for op in ("sample_chain", "qgrad_loss", "qgrad_loss_backward", "critic_action_grad"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"dacer2::{op}", "CUDA"), op
