@@ -59,7 +59,7 @@ def distributional_critic_loss(
 class DACER2Agent(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, config: TrainConfig, device: torch.device | str = "cpu"):
         super().__init__()
-        cfg = config.resolved() if config.diffusion_steps is None or config.eta is None else config
+        cfg = config.resolved()  # idempotent: fills only what presets control
         self.cfg = cfg
         self.obs_dim, self.action_dim = obs_dim, action_dim
         self.device = torch.device(device)

@@ -1,9 +1,8 @@
 """Training entry point of the Gaussian comparison policy (dacer2/gaussian.py): the unchanged DACER2 training
 loop with GaussianAgent in place of DACER2Agent.
 
-The trainer builds its agent by name and has no factory hook yet (trainer.py is owned elsewhere), so the swap is
-a scoped patch of that one name for the duration of `train`. The run directory then gets a marker file and the
-checkpoint a `policy_family` entry, so `Policy.load`, `dacer2-eval` and `dacer2-plot` know what they hold.
+The agent is swapped through train()'s agent_factory; checkpoints record the agent's `policy_family`, and the run
+directory gets a marker file, so `Policy.load`, `dacer2-eval` and `dacer2-plot` know what they hold.
 """
 
 from __future__ import annotations
@@ -13,11 +12,9 @@ import json
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import tyro
 
-from dacer2.checkpoint import load_checkpoint, save_checkpoint
 from dacer2.config import TrainConfig
 from dacer2.gaussian import POLICY_FAMILY
 from dacer2.gaussian_agent import GaussianAgent
@@ -26,21 +23,14 @@ POLICY_MARKER = "policy.json"  # {"policy_family": ...} in a run directory; abse
 
 
 def train_gaussian(config: TrainConfig):
-    from dacer2 import trainer
+    from dacer2.trainer import train
 
-    if not hasattr(trainer, "DACER2Agent"):
-        raise RuntimeError("dacer2.trainer no longer builds DACER2Agent by name; update dacer2/gaussian_train.py")
     # eta = 0 and the reference backend up front so config.json and the checkpoint say what the agent does.
     cfg = dataclasses.replace(config, eta=0.0, backend="reference")
     if cfg.run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         cfg.run_dir = str(Path("runs") / f"{cfg.env_id.replace('/', '-')}__{POLICY_FAMILY}__{cfg.seed}__{stamp}")
-    with mock.patch.object(trainer, "DACER2Agent", GaussianAgent):
-        result = trainer.train(cfg)
-    payload = load_checkpoint(result.checkpoint)
-    payload.pop("format_version", None)
-    payload["policy_family"] = POLICY_FAMILY
-    save_checkpoint(result.checkpoint, payload)
+    result = train(cfg, agent_factory=GaussianAgent)
     (Path(result.run_dir) / POLICY_MARKER).write_text(json.dumps({"policy_family": POLICY_FAMILY}) + "\n")
     return result
 

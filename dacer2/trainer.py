@@ -19,6 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -151,7 +152,12 @@ def _load_resume(cfg: TrainConfig) -> tuple[TrainConfig, Path, dict]:
     return resumed, path, payload
 
 
-def train(config: TrainConfig) -> TrainResult:
+AgentFactory = Callable[[int, int, TrainConfig, torch.device], DACER2Agent]
+
+
+def train(config: TrainConfig, agent_factory: AgentFactory = DACER2Agent) -> TrainResult:
+    """Run (or, with config.resume, continue) one training run. `agent_factory(obs_dim, action_dim, cfg, device)`
+    builds the agent: a DACER2Agent, or a subclass that swaps the policy (the Gaussian comparison does)."""
     resume_payload = None
     if config.resume:
         cfg, resume_path, resume_payload = _load_resume(config)
@@ -175,7 +181,7 @@ def train(config: TrainConfig) -> TrainResult:
         raise ValueError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}") from None
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
 
-    agent = DACER2Agent(obs_dim, action_dim, cfg, device)
+    agent = agent_factory(obs_dim, action_dim, cfg, device)
     buffer = ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, cfg.batch_size, device, seed=cfg.seed)
 
     # Loop state: everything besides agent, buffer and envs that an exact resume needs.
@@ -268,6 +274,7 @@ def train(config: TrainConfig) -> TrainResult:
         return {
             "config": dataclasses.asdict(cfg),
             "version": __version__,
+            "policy_family": getattr(agent, "policy_family", "diffusion"),
             "obs_dim": obs_dim,
             "action_dim": action_dim,
             "env_steps": env_steps,

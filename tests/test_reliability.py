@@ -20,7 +20,7 @@ from dacer2.trainer import NonFiniteError, train
 TINY = dict(
     env_id="InvertedPendulum-v5", learning_starts=100, eval_every=100, eval_episodes=2, log_every=100,
     actor_hidden=(16, 16), critic_hidden=(16, 16), batch_size=32, entropy_states=4, entropy_samples=20,
-    alpha_every=150, checkpoint_every=200, progress=False, deterministic=True, save_buffer=True,
+    alpha_every=150, checkpoint_every=200, progress=False, deterministic=True, save_buffer=True, backend="reference",
 )
 
 
