@@ -1,7 +1,8 @@
 """Fused DACER2 kernels as PyTorch custom ops in the `dacer2::` namespace.
 
 Ops (schemas in _registry.py; plain-PyTorch twins in reference.py; C++ CPU kernels in csrc/; Triton CUDA
-kernels in kernels/ = dacer2.kernels):
+kernels in kernels/ = dacer2.kernels for sample_chain, critic_action_grad and qgrad_loss; on CUDA the training
+chain runs composed.py, the C++ kernel's algorithm in torch ops, until it has a Triton kernel):
   sample_chain        acting: the whole reverse chain + chain noise + alpha-noise + clip, noise made in-op
   chain_forward/_backward   training chain with autograd, L_g's gradient shares the weight-gradient GEMMs
   qgrad_loss(/_backward)    L_g: normalisation, w(t), squared error and its gradient

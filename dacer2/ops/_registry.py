@@ -38,6 +38,13 @@ for _name, _schema in SCHEMAS.items():
 
 ops = torch.ops.dacer2
 
+# CUDA has no Triton kernel for the training chain yet; it runs the C++ kernel's algorithm in torch ops (cuBLAS
+# GEMMs, saved activations, two-stream backward), not the reference twin's recompute-by-autograd.
+from dacer2.ops import composed  # noqa: E402
+
+_lib.impl("chain_forward", composed.chain_forward, "CUDA")
+_lib.impl("chain_backward", composed.chain_backward, "CUDA")
+
 
 # ---- fake kernels -----------------------------------------------------------------------------------------
 def check_devices(name: str, obs: torch.Tensor, **tensors) -> None:

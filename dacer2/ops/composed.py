@@ -1,0 +1,111 @@
+"""The training chain's fused algorithm written with torch ops: the CUDA implementation of
+dacer2::chain_forward / chain_backward until a Triton kernel exists (GEMMs go to cuBLAS; a step's elementwise
+work is a handful of torch kernels). It is the C++ kernel's algorithm, not the reference twin's: the forward
+saves post-activations and mish' of every layer (no recompute), the backward runs L_q's and L_g's gradient as
+two stacked streams that share one weight-gradient GEMM per layer, the observation's share of layer 1 is
+computed once, and its weight gradient is one GEMM over the summed layer-1 deltas of all steps.
+Device-agnostic, so tests/ops/test_chain_composed.py checks it against the C++ kernel on CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dacer2.ops.packing import unpack_denoiser
+
+
+def _mish_and_grad(z):
+    e = torch.exp(z.clamp(max=20.0))
+    n = e * (e + 2.0)
+    tq = n / (n + 2.0)
+    return z * tq, tq + z * (1.0 - tq * tq) * e / (1.0 + e)
+
+
+def _layer_views(flat, dims, B):
+    """Per-step lists of [B, H_l] views into a saved buffer laid out [T][layer][B, H_l]."""
+    T, H = dims[2], dims[3:]
+    views, off = [], 0
+    for _ in range(T):
+        row = []
+        for h in H:
+            row.append(flat[off : off + B * h].view(B, h))
+            off += B * h
+        views.append(row)
+    return views
+
+
+def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad):
+    S, A, T, *H = dims
+    B = obs.shape[0]
+    w1o, w1x, sb, hidden, wo, bo = unpack_denoiser(packed, dims)
+    visited = obs.new_empty(T, B, A)
+    eps = obs.new_empty(T, B, A)
+    saved_h = obs.new_empty(T * B * sum(H))
+    saved_d = obs.new_empty(T * B * sum(H))
+    hv, dv = _layer_views(saved_h, dims, B), _layer_views(saved_d, dims, B)
+    share = obs @ w1o
+    x = noise[0]
+    for k in range(T):
+        t = T - 1 - k
+        visited[k] = x
+        h, d = _mish_and_grad(torch.addmm(share + sb[t], x, w1x))
+        hv[k][0].copy_(h)
+        dv[k][0].copy_(d)
+        for i, (w, b) in enumerate(hidden, start=1):
+            h, d = _mish_and_grad(torch.addmm(b, h, w))
+            hv[k][i].copy_(h)
+            dv[k][i].copy_(d)
+        e = torch.addmm(bo, h, wo)
+        eps[k] = e
+        x_next = sched[2, t] * (sched[0, t] * x - sched[1, t] * e).clamp(-1.0, 1.0) + sched[3, t] * x
+        if t > 0:
+            x_next = x_next + sched[4, t] * noise[k + 1]
+        x = x_next
+    return x, visited, eps, saved_h, saved_d
+
+
+def chain_backward(grad_action, grad_visited, grad_eps, obs, packed, dims, sched, noise, visited, eps, saved_h,
+                   saved_d, eps_stop_grad):
+    S, A, T, *H = dims
+    B = obs.shape[0]
+    w1o, w1x, sb, hidden, wo, bo = unpack_denoiser(packed, dims)
+    grad_packed = torch.zeros_like(packed)
+    g_w1o, g_w1x, g_sb, g_hidden, g_wo, g_bo = unpack_denoiser(grad_packed, dims)
+    hv, dv = _layer_views(saved_h, dims, B), _layer_views(saved_d, dims, B)
+    two_streams = grad_eps is not None and eps_stop_grad
+    dx = grad_action
+    d1_acc = obs.new_zeros(B, H[0])
+    for k in reversed(range(T)):
+        t = T - 1 - k
+        cx, ce, c1, c2 = sched[0, t], sched[1, t], sched[2, t], sched[3, t]
+        v = cx * visited[k] - ce * eps[k]
+        g0 = torch.where((v >= -1.0) & (v <= 1.0), c1 * dx, torch.zeros_like(dx))
+        gx = c2 * dx + cx * g0
+        if grad_visited is not None:
+            gx = gx + grad_visited[k]
+        d_q = -ce * g0
+        if grad_eps is not None and not two_streams:
+            d_q = d_q + grad_eps[k]
+        if two_streams:
+            streams = torch.stack([d_q, grad_eps[k]])  # [2, B, A]: L_q's (reaches x_t) and L_g's (weights only)
+        else:
+            streams = d_q[None]
+        total = streams.sum(0)
+        g_wo.addmm_(hv[k][-1].t(), total)
+        g_bo.add_(total.sum(0))
+        delta = (streams @ wo.t()) * dv[k][-1]
+        for i in range(len(H) - 1, 0, -1):
+            total = delta.sum(0)
+            w, _ = hidden[i - 1]
+            g_w, g_b = g_hidden[i - 1]
+            g_w.addmm_(hv[k][i - 1].t(), total)
+            g_b.add_(total.sum(0))
+            delta = (delta @ w.t()) * dv[k][i - 1]
+        total = delta.sum(0)
+        d1_acc.add_(total)
+        g_sb[t].add_(total.sum(0))
+        g_w1x.addmm_(visited[k].t(), total)
+        gx = gx + delta[0] @ w1x.t()
+        dx = gx
+    g_w1o.addmm_(obs.t(), d1_acc)
+    return d1_acc @ w1o.t(), grad_packed
