@@ -21,6 +21,8 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest tests $(ARGS)
+	# Benchmarks once in smoke mode (no timing) so their code cannot rot; `make bench` measures.
+	$(BIN)/python -m pytest benchmarks --benchmark-disable --bench-no-save -q
 
 bench: install
 	$(BIN)/python -m pytest benchmarks $(ARGS)
