@@ -78,3 +78,20 @@ def test_bad_inputs_raise_clear_errors(make_critic):
         ops.critic_action_grad(obs, action, c.packed, c.dims, 3)
     with pytest.raises(RuntimeError, match="action is on meta but obs is on cpu"):
         ops.critic_action_grad(obs, action.to("meta"), c.packed, c.dims, 0)
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_gradient_matches_finite_differences_float64(make_critic, mode):
+    """The op's d q / d action against central differences of its own q (the float64 gradcheck of an op whose
+    outputs are constants for autograd)."""
+    c = make_critic(4, 3, hidden=(16, 16), dtype=torch.float64)
+    obs = torch.randn(5, 4, dtype=torch.float64)
+    action = torch.rand(2, 5, 3, dtype=torch.float64) * 2 - 1
+    q, g = ops.critic_action_grad(obs, action, c.packed, c.dims, mode)
+    h = 1e-6
+    for a in range(3):
+        step = torch.zeros_like(action)
+        step[..., a] = h
+        q_plus, _ = ops.critic_action_grad(obs, action + step, c.packed, c.dims, mode)
+        q_minus, _ = ops.critic_action_grad(obs, action - step, c.packed, c.dims, mode)
+        torch.testing.assert_close(g[..., a], (q_plus - q_minus) / (2 * h), atol=1e-7, rtol=1e-6)
