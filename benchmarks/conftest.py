@@ -58,8 +58,9 @@ DIMS = OrderedDict(halfcheetah=("HalfCheetah-v5", 17, 6), humanoid=("Humanoid-v5
 FULL_GRID = dict(dims=tuple(DIMS), steps=(5, 20), batch=(1, 20, 256))
 QUICK_GRID = dict(dims=("halfcheetah",), steps=(5,), batch=(1, 256))
 # torch.compile costs 10-60 s per graph on this 2-core machine, so by default compile rows cover only the
-# shapes training and acting actually use (DACER2's T = 5, batch 1 and 256); --bench-compile-all adds the rest.
-COMPILE_GRID = dict(dims=("halfcheetah",), steps=(5,), batch=(1, 256))
+# shapes training uses (DACER2's T = 5, batch 256; a suite may add batch 1 for acting through its bench_grid
+# marker's compile_batch); --bench-compile-all adds the rest.
+COMPILE_GRID = dict(dims=("halfcheetah",), steps=(5,), batch=(256,))
 # Per-op CPU rows run on 1 torch thread: they compare kernels, and on a shared machine a 2-thread OpenMP region
 # stalls whenever one of its threads is descheduled (measured here under load ~10: a T=20 chain fwd+bwd took
 # 0.3 s on 1 thread and 1.5-11 s on 2). Whole-update and training rows use --bench-threads (default 2, the
@@ -87,8 +88,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "bench_grid(axes, backends, devices=('cpu','cuda'), fixed={}, threads=1|'option'): parametrize `case` "
-        "over the benchmark grid; threads='option' runs CPU rows on --bench-threads threads",
+        "bench_grid(axes, backends, devices=('cpu','cuda'), fixed={}, threads=1|'option', compile_batch=(256,)): "
+        "parametrize `case` over the benchmark grid; threads='option' runs CPU rows on --bench-threads threads",
     )
     config.stash[_NOT_RUN] = []
 
@@ -101,7 +102,7 @@ class Case:
     device: str
     backend: str
     dims: str = "halfcheetah"
-    steps: int = 5
+    steps: int | None = None  # None: T is not a coordinate of this row (the agent uses its preset T = 5)
     batch: int = 256
     skip: str | None = None
 
@@ -121,7 +122,8 @@ class Case:
     def id(self) -> str:
         if self.skip:
             return f"{self.device}-{self.backend}-unavailable"
-        return f"{self.device}-{self.backend}-{self.dims}-T{self.steps}-B{self.batch}"
+        steps = f"-T{self.steps}" if self.steps else ""
+        return f"{self.device}-{self.backend}-{self.dims}{steps}-B{self.batch}"
 
 
 _FUSED_REASON: dict[str, str | None] = {}
@@ -178,7 +180,8 @@ def pytest_generate_tests(metafunc):
     fixed = marker.kwargs.get("fixed", {})  # axis values pinned by the suite (e.g. batch=256 for the update)
     opts = metafunc.config.option
     grid = QUICK_GRID if opts.bench_quick else FULL_GRID
-    compile_grid = grid if opts.bench_compile_all else {k: tuple(v for v in grid[k] if v in COMPILE_GRID[k]) for k in grid}
+    limits = dict(COMPILE_GRID, batch=marker.kwargs.get("compile_batch", COMPILE_GRID["batch"]))
+    compile_grid = grid if opts.bench_compile_all else {k: tuple(v for v in grid[k] if v in limits[k]) for k in grid}
 
     cases = []
     for device, no_device in _devices(devices):
@@ -221,7 +224,9 @@ def build_agent(case: Case, smoke: bool = False, **overrides):
         # Module-level compile: the agent's Python (chain loop, losses, optimizer) stays as in the reference and
         # every network call goes through Inductor. Compiling the whole chain was tried: torch.randn(generator=)
         # graph-breaks at every step, so it ends up as the same per-step graphs at a higher compile cost.
-        kwargs = {"backend": "eager"} if smoke else {}
+        # dynamic=False: one static-shape graph per shape, Inductor's best code (automatic dynamic shapes would
+        # switch to slower symbolic-shape kernels as soon as a second batch size appears).
+        kwargs = {"backend": "eager"} if smoke else {"dynamic": False}
         for module in (agent.actor, agent.critic, agent.critic_target):
             module.compile(**kwargs)
     return agent
@@ -333,10 +338,11 @@ def peak_memory_mb(fn: Callable[[], object], device: str) -> tuple[float | None,
     """Extra memory at the peak of one call of fn over what was in use just before it, in MiB.
 
     CUDA: torch.cuda.max_memory_allocated (tensor memory only). CPU: peak RSS (VmHWM, reset through
-    /proc/self/clear_refs). glibc normally serves large blocks from its cached heap once it has raised its
-    dynamic mmap threshold, which would hide them from RSS; for the measured call the threshold is pinned low
-    so every tensor-sized block is a fresh mapping that shows up in RSS, then set to glibc's default maximum.
-    The timed rounds run before this, so they never pay for the fresh mappings.
+    /proc/self/clear_refs). glibc would serve the call from heap memory the timed rounds left resident, which
+    RSS never sees, so the heap is trimmed first and, for the measured call, the mmap threshold is pinned low
+    so every tensor-sized block is a fresh mapping that shows up in RSS (then set to glibc's default maximum).
+    The timed rounds run before this, so they never pay for the fresh mappings. Resolution is about 1 MiB
+    (the kernel's RSS counters are per-CPU and batched), so "0" means below that.
     """
     if device == "cuda":
         torch.cuda.synchronize()
@@ -352,6 +358,9 @@ def peak_memory_mb(fn: Callable[[], object], device: str) -> tuple[float | None,
         return None, f"peak RSS unavailable ({err})"
     libc = _glibc()
     if libc:
+        # Return the heap's free pages first: blocks the timed rounds left in glibc's bins are resident, and
+        # reusing them would not show up in RSS at all.
+        libc.malloc_trim(0)
         libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
     try:
         before = _status_kb("VmRSS")
@@ -393,7 +402,7 @@ class Bench:
 
     def flops(self, op: str, mode: str) -> float:
         c = self.case
-        return op_flops(op, mode, c.obs_dim, c.action_dim, c.steps, c.batch)
+        return op_flops(op, mode, c.obs_dim, c.action_dim, c.steps or 0, c.batch)
 
     def update_flops(self, *args, **kwargs) -> float:
         return update_flops(*args, **kwargs)
@@ -426,6 +435,7 @@ class Bench:
         min_rounds: int = 3,
         measure_memory: bool = True,
         warm: bool = True,
+        warmup_rounds: int = 0,
         **meta,
     ):
         device = self.case.device if self.case else "cpu"
@@ -454,14 +464,17 @@ class Bench:
             args, _ = make_args()
             t0 = time.perf_counter()
             target(*args)
-            first = time.perf_counter() - t0
-            args, _ = make_args()
-            t0 = time.perf_counter()
-            target(*args)
-            estimate = time.perf_counter() - t0
+            first = estimate = time.perf_counter() - t0
+            if self.case is not None and self.case.backend == "compile":  # the first call was mostly compiling
+                args, _ = make_args()
+                t0 = time.perf_counter()
+                target(*args)
+                estimate = time.perf_counter() - t0
         if rounds is None:
             rounds = int(min(max(self.budget / max(estimate, 1e-6), min_rounds), max_rounds))
-        result = self.benchmark.pedantic(target, setup=make_args, rounds=rounds, warmup_rounds=0, iterations=1)
+        result = self.benchmark.pedantic(
+            target, setup=make_args, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1
+        )
         median = self.benchmark.stats.stats.median
         if first is not None:
             extra["first_call_s"] = first
@@ -582,9 +595,9 @@ def versions() -> dict:
 
 
 CSV_FIELDS = [
-    "date", "device", "device_name", "torch", "triton", "commit", "suite", "op", "mode", "backend", "S", "A", "T",
+    "date", "device", "device_name", "torch", "triton", "python", "cuda", "commit", "suite", "op", "mode", "backend", "S", "A", "T",
     "B", "threads", "rounds", "median_ms", "mean_ms", "min_ms", "iqr_ms", "speedup", "ratio_base", "compile_s",
-    "peak_mem_mb", "gflops", "rate", "rate_unit", "note", "test",
+    "peak_mem_mb", "gflops", "rate", "rate_unit", "headline", "note", "test",
 ]
 
 _KEY = ("device", "suite", "op", "mode", "S", "A", "T", "B", "threads")
@@ -681,10 +694,10 @@ def pivot_table(rows: list[dict]) -> list[str]:
         head.append("compile s")
     if has_mem:
         head += [f"{b} peak MB" for b in backends]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     groups: OrderedDict = OrderedDict()
     for r in rows:
         groups.setdefault((r["op"], r["mode"], _shape(r), r.get("threads")), {})[r["backend"]] = r
+    body = []
     for (op, mode, shape, thr), by in groups.items():
         cells = [op, mode, shape, _fmt(thr)]
         for b in backends:
@@ -707,7 +720,11 @@ def pivot_table(rows: list[dict]) -> list[str]:
             cells.append(_fmt(by["compile"].get("compile_s")) if "compile" in by else "")
         if has_mem:
             cells += [_fmt(by[b].get("peak_mem_mb")) if b in by else "" for b in backends]
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(cells)
+    # Drop columns that no row fills (e.g. GFLOP/s of a backend without FLOP counts).
+    keep = [i for i in range(len(head)) if i < 4 + len(backends) or any(row[i] for row in body)]
+    lines = ["| " + " | ".join(head[i] for i in keep) + " |", "|" + "---|" * len(keep)]
+    lines += ["| " + " | ".join(row[i] for i in keep) + " |" for row in body]
     return lines
 
 
@@ -758,7 +775,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for r in dev_rows:
             if r["suite"] == "update" and r.get("gflops"):
                 terminalreporter.write_line(
-                    f"update {r['backend']:8s} {_shape(r):22s} {r['median_ms']:9.2f} ms {r['gflops']:8.1f} GFLOP/s"
+                    f"{r['op']:14s} {r['backend']:8s} {_shape(r):18s} {_fmt(r['threads']):>2s} thr "
+                    f"{r['median_ms']:9.2f} ms {r['gflops']:7.1f} GFLOP/s"
                 )
         if config.option.bench_no_save:
             continue
