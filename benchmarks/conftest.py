@@ -471,7 +471,7 @@ class Bench:
                 target(*args)
                 estimate = time.perf_counter() - t0
         if rounds is None:
-            rounds = int(min(max(self.budget / max(estimate, 1e-6), min_rounds), max_rounds))
+            rounds = int(min(max(self.budget / max(estimate, 1e-6), min_rounds), max_rounds)) if warm else min_rounds
         result = self.benchmark.pedantic(
             target, setup=make_args, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1
         )
