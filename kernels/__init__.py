@@ -3,8 +3,9 @@
 sample_chain.py: the acting sampler (dacer2::sample_chain), one launch for all T steps.
 qgrad_loss.py: L_g and its gradient (dacer2::qgrad_loss, qgrad_loss_backward).
 critic_action_grad.py: min/mean/q1 of the twin means and d/da for a [T, B] stack (dacer2::critic_action_grad).
-chain_forward/chain_backward have no Triton kernel yet: on CUDA they run their
-plain-PyTorch reference twins (CompositeExplicitAutograd), which the dispatcher picks automatically.
+chain_forward.py: the training chain's forward, saving what the backward needs (dacer2::chain_forward).
+chain_backward has no Triton kernel yet: on CUDA it runs dacer2/ops/composed.py (the C++ kernel's algorithm in
+torch ops on cuBLAS).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ def register() -> bool:
         import torch
         import triton  # noqa: F401
 
+        from dacer2.kernels import chain_forward as _cf
         from dacer2.kernels import critic_action_grad as _cg
         from dacer2.kernels import qgrad_loss as _ql
         from dacer2.kernels import sample_chain as _sc
     except ImportError:
         return False
     from dacer2.ops import reference
-    from dacer2.ops._registry import check_devices
+    from dacer2.ops._registry import CUDA_OVERRIDES, check_devices
 
     def sample_chain_cuda(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore):
         check_devices("sample_chain", obs, packed=packed, sched=sched, alpha_scale=alpha_scale, rng=rng, noise=noise)
@@ -71,6 +73,19 @@ def register() -> bool:
             return reference.critic_action_grad(obs, action, packed, dims, mode)
         return _cg.launch(obs, action, packed, dims, mode)
 
+    def chain_forward_triton(obs, packed, dims, sched, noise, eps_stop_grad):
+        check_devices("chain_forward", obs, packed=packed, sched=sched, noise=noise)
+        if not all(t.is_contiguous() for t in (obs, packed, sched, noise)):
+            raise RuntimeError("dacer2::chain_forward: obs, packed, sched and noise must be contiguous")
+        B = obs.shape[0]
+        if noise.shape != (dims[2], B, dims[1]):
+            raise RuntimeError(f"dacer2::chain_forward: noise must have shape {[dims[2], B, dims[1]]}, got "
+                               f"{list(noise.shape)}")
+        if not _cf.supported(dims, obs.dtype):
+            return None  # the composed torch-op forward runs
+        return _cf.launch(obs, packed, dims, sched, noise)
+
+    CUDA_OVERRIDES["chain_forward"] = chain_forward_triton
     torch.library.impl("dacer2::sample_chain", "CUDA")(sample_chain_cuda)
     torch.library.impl("dacer2::critic_action_grad", "CUDA")(critic_action_grad_cuda)
     torch.library.impl("dacer2::qgrad_loss", "CUDA")(qgrad_loss_cuda)

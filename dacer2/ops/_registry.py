@@ -38,11 +38,22 @@ for _name, _schema in SCHEMAS.items():
 
 ops = torch.ops.dacer2
 
-# CUDA has no Triton kernel for the training chain yet; it runs the C++ kernel's algorithm in torch ops (cuBLAS
-# GEMMs, saved activations, two-stream backward), not the reference twin's recompute-by-autograd.
+# On CUDA the training chain's backward (and its forward where Triton is missing or the shape unsupported) runs
+# the C++ kernel's algorithm in torch ops (cuBLAS GEMMs, saved activations, two-stream backward), not the
+# reference twin's recompute-by-autograd.
 from dacer2.ops import composed  # noqa: E402
 
-_lib.impl("chain_forward", composed.chain_forward, "CUDA")
+# dacer2.kernels.register() may install a Triton forward here; it returns None for shapes it does not support.
+CUDA_OVERRIDES: dict = {}
+
+
+def _chain_forward_cuda(obs, packed, dims, sched, noise, eps_stop_grad):
+    triton_fn = CUDA_OVERRIDES.get("chain_forward")
+    out = triton_fn(obs, packed, dims, sched, noise, eps_stop_grad) if triton_fn is not None else None
+    return out if out is not None else composed.chain_forward(obs, packed, dims, sched, noise, eps_stop_grad)
+
+
+_lib.impl("chain_forward", _chain_forward_cuda, "CUDA")
 _lib.impl("chain_backward", composed.chain_backward, "CUDA")
 
 

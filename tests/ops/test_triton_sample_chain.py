@@ -103,3 +103,6 @@ def test_register_installs_cuda_kernels():
     assert register() and register()  # idempotent
     for op in ("sample_chain", "qgrad_loss", "qgrad_loss_backward", "critic_action_grad"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"dacer2::{op}", "CUDA"), op
+    from dacer2.ops._registry import CUDA_OVERRIDES
+
+    assert "chain_forward" in CUDA_OVERRIDES  # the Triton forward, in front of the composed one
