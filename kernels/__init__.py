@@ -4,8 +4,9 @@ sample_chain.py: the acting sampler (dacer2::sample_chain), one launch for all T
 qgrad_loss.py: L_g and its gradient (dacer2::qgrad_loss, qgrad_loss_backward).
 critic_action_grad.py: min/mean/q1 of the twin means and d/da for a [T, B] stack (dacer2::critic_action_grad).
 chain_forward.py: the training chain's forward, saving what the backward needs (dacer2::chain_forward).
-chain_backward has no Triton kernel yet: on CUDA it runs dacer2/ops/composed.py (the C++ kernel's algorithm in
-torch ops on cuBLAS).
+chain_backward.py: its backward, L_q's and L_g's gradients as two streams sharing the weight-gradient products.
+Shapes a kernel does not support (non-float32, unequal hidden widths) run dacer2/ops/composed.py (chain) or the
+reference twin (the others).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def register() -> bool:
         import torch
         import triton  # noqa: F401
 
+        from dacer2.kernels import chain_backward as _cb
         from dacer2.kernels import chain_forward as _cf
         from dacer2.kernels import critic_action_grad as _cg
         from dacer2.kernels import qgrad_loss as _ql
@@ -85,7 +87,20 @@ def register() -> bool:
             return None  # the composed torch-op forward runs
         return _cf.launch(obs, packed, dims, sched, noise)
 
+    def chain_backward_triton(grad_action, grad_visited, grad_eps, obs, packed, dims, sched, noise, visited, eps,
+                              saved_h, saved_d, eps_stop_grad):
+        tensors = dict(grad_action=grad_action, grad_visited=grad_visited, grad_eps=grad_eps, packed=packed,
+                       sched=sched, visited=visited, eps=eps, saved_h=saved_h, saved_d=saved_d)
+        check_devices("chain_backward", obs, **tensors)
+        if not all(t is None or t.is_contiguous() for t in (obs, *tensors.values())):
+            raise RuntimeError("dacer2::chain_backward: every tensor argument must be contiguous")
+        if not _cb.supported(dims, obs.dtype) or any(t is not None and t.dtype != torch.float32 for t in tensors.values()):
+            return None  # the composed torch-op backward runs
+        return _cb.launch(grad_action, grad_visited, grad_eps, obs, packed, dims, sched, visited, eps, saved_h,
+                          saved_d, eps_stop_grad)
+
     CUDA_OVERRIDES["chain_forward"] = chain_forward_triton
+    CUDA_OVERRIDES["chain_backward"] = chain_backward_triton
     torch.library.impl("dacer2::sample_chain", "CUDA")(sample_chain_cuda)
     torch.library.impl("dacer2::critic_action_grad", "CUDA")(critic_action_grad_cuda)
     torch.library.impl("dacer2::qgrad_loss", "CUDA")(qgrad_loss_cuda)

@@ -38,7 +38,7 @@ for _name, _schema in SCHEMAS.items():
 
 ops = torch.ops.dacer2
 
-# On CUDA the training chain's backward (and its forward where Triton is missing or the shape unsupported) runs
+# On CUDA the training chain runs Triton (dacer2.kernels) where installed and the shape is supported, else
 # the C++ kernel's algorithm in torch ops (cuBLAS GEMMs, saved activations, two-stream backward), not the
 # reference twin's recompute-by-autograd.
 from dacer2.ops import composed  # noqa: E402
@@ -54,7 +54,15 @@ def _chain_forward_cuda(obs, packed, dims, sched, noise, eps_stop_grad):
 
 
 _lib.impl("chain_forward", _chain_forward_cuda, "CUDA")
-_lib.impl("chain_backward", composed.chain_backward, "CUDA")
+
+
+def _chain_backward_cuda(*args):
+    triton_fn = CUDA_OVERRIDES.get("chain_backward")
+    out = triton_fn(*args) if triton_fn is not None else None
+    return out if out is not None else composed.chain_backward(*args)
+
+
+_lib.impl("chain_backward", _chain_backward_cuda, "CUDA")
 
 
 # ---- fake kernels -----------------------------------------------------------------------------------------

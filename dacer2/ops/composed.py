@@ -1,6 +1,7 @@
 """The training chain's fused algorithm written with torch ops: the CUDA implementation of
-dacer2::chain_forward / chain_backward until a Triton kernel exists (GEMMs go to cuBLAS; a step's elementwise
-work is a handful of torch kernels). It is the C++ kernel's algorithm, not the reference twin's: the forward
+dacer2::chain_forward / chain_backward wherever the Triton kernels are unavailable or do not support the shape
+(no Triton installed, float64, unequal hidden widths). GEMMs go to cuBLAS; a step's elementwise work is a
+handful of torch kernels. It is the C++ kernel's algorithm, not the reference twin's: the forward
 saves post-activations and mish' of every layer (no recompute), the backward runs L_q's and L_g's gradient as
 two stacked streams that share one weight-gradient GEMM per layer, the observation's share of layer 1 is
 computed once, and its weight gradient is one GEMM over the summed layer-1 deltas of all steps.

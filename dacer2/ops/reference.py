@@ -140,7 +140,9 @@ def chain_backward(grad_action, grad_visited, grad_eps, obs, packed, dims, sched
         if grad_eps is not None:
             outs.append(ep)
             grads.append(grad_eps)
-        g_obs, g_packed = torch.autograd.grad(outs, [obs_, packed_], grads, allow_unused=True)
+        keep = [i for i, o in enumerate(outs) if o.requires_grad]  # e.g. visited of a 1-step chain is pure noise
+        g_obs, g_packed = torch.autograd.grad([outs[i] for i in keep], [obs_, packed_], [grads[i] for i in keep],
+                                              allow_unused=True)
     g_obs = torch.zeros_like(obs) if g_obs is None else g_obs
     g_packed = torch.zeros_like(packed) if g_packed is None else g_packed
     return g_obs, g_packed
