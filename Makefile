@@ -7,10 +7,10 @@ STAMP := $(VENV)/.dacer2-installed
 
 .PHONY: install train test bench clean
 
-$(STAMP): requirements-cpu.txt pyproject.toml setup.py
+# --no-build-isolation: the C++ extension builds against the pinned CPU torch, never a freshly resolved CUDA one.
+$(STAMP): requirements-cpu.txt pyproject.toml setup.py $(wildcard csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements-cpu.txt
-	# --no-build-isolation: build against the pinned CPU torch above, never a freshly resolved CUDA one.
 	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
@@ -19,9 +19,9 @@ install: $(STAMP)
 train: install
 	$(BIN)/dacer2-train $(ARGS)
 
+# The benchmarks run once in smoke mode (no timing) so their code cannot rot; `make bench` measures.
 test: install
 	$(BIN)/python -m pytest tests $(ARGS)
-	# Benchmarks once in smoke mode (no timing) so their code cannot rot; `make bench` measures.
 	$(BIN)/python -m pytest benchmarks --benchmark-disable --bench-no-save -q
 
 bench: install

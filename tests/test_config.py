@@ -19,7 +19,7 @@ def test_env_presets_and_user_values_win():
     assert hopper.noise_scale == 0.1 and hopper.learning_starts == 2_000  # capped at a tenth of the budget
     assert (hopper.actor_lr, hopper.critic_lr, hopper.alpha_every, hopper.eta) == (1e-4, 1e-4, 10_000, 0.01)  # SPEC
     quick = TrainConfig().resolved()
-    assert (quick.env_id, quick.total_steps, quick.actor_lr, quick.critic_lr) == ("InvertedPendulum-v5", 6_000, 3e-4, 1e-3)
+    assert (quick.env_id, quick.total_steps, quick.actor_lr, quick.critic_lr) == ("InvertedPendulum-v5", 5_000, 3e-4, 1e-3)
     mine = TrainConfig(algo="dacer", eta=0.5, diffusion_steps=7, noise_scale=0.3, learning_starts=123).resolved()
     assert (mine.eta, mine.diffusion_steps, mine.noise_scale, mine.learning_starts) == (0.5, 7, 0.3, 123)
 
