@@ -32,7 +32,7 @@ ENV_PRESETS: dict[str, dict] = {
     "Humanoid": dict(noise_scale=0.15, learning_starts=200_000),
     "HalfCheetah": dict(noise_scale=0.15, learning_starts=200_000),
     # The quick-start task: a budget that shows learning within minutes on a 2-core CPU. SPEC's rates and alpha
-    # period are tuned for 1.5M iterations; at 6k steps they barely move, so this preset takes larger ones.
+    # period are tuned for 1.5M iterations; at 5k steps they barely move, so this preset takes larger ones.
     "InvertedPendulum": dict(learning_starts=1_000, total_steps=5_000, actor_lr=3e-4, critic_lr=1e-3, alpha_every=250),
     "InvertedDoublePendulum": dict(learning_starts=5_000, total_steps=200_000),
     "dacer2/MultiGoal": dict(learning_starts=5_000, eta=1.0, total_steps=30_000),
