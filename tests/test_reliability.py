@@ -137,3 +137,65 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
     assert "after 1000 env steps" in done.stdout
     steps = [int(r["env_steps"]) for r in metric_rows(run)]
     assert steps == sorted(steps) and steps[-1] == 1000 and len(steps) == len(set(steps))  # appended, no restart
+
+
+class HugeReward(gym.Env):
+    """Finite float64 rewards that overflow float32 storage: the losses, not the env, go non-finite."""
+
+    observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 3e38 * 10, False, False, {}
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_non_finite_loss_stops_naming_the_step(tmp_path):
+    if "test/HugeReward-v0" not in gym.registry:
+        gym.register("test/HugeReward-v0", entry_point=HugeReward, max_episode_steps=50)
+    cfg = TrainConfig(**{**TINY, "env_id": "test/HugeReward-v0", "eval_episodes": 0}, total_steps=300, run_dir=str(tmp_path / "r"))
+    with pytest.raises(NonFiniteError, match=r"non-finite .*critic_loss.* at env step 100 .*no checkpoint was written yet"):
+        train(cfg)
+
+
+class DictObservation(gym.Env):
+    observation_space = gym.spaces.Dict({"x": gym.spaces.Box(-1, 1, (2,), np.float32)})
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+
+class UnboundedAction(gym.Env):
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+
+
+class ImageObservation(gym.Env):
+    observation_space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+
+@pytest.mark.parametrize(
+    "env_cls, message",
+    [
+        (DictObservation, "needs a flat Box observation space"),
+        (UnboundedAction, "action space must be bounded"),
+        (ImageObservation, "needs a flat Box observation space"),
+    ],
+)
+def test_unsupported_spaces_are_refused(tmp_path, env_cls, message):
+    env_id = f"test/{env_cls.__name__}-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=env_cls)
+    with pytest.raises(ValueError, match=message):
+        train(TrainConfig(**{**TINY, "env_id": env_id}, total_steps=10, run_dir=str(tmp_path / "r")))
+
+
+@pytest.mark.parametrize("device, message", [("tpu", "unknown device"), ("cuda", "no CUDA device")])
+def test_bad_devices_are_refused(tmp_path, device, message):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA, so requesting it is not an error")
+    with pytest.raises(ValueError, match=message):
+        train(TrainConfig(**{**TINY, "device": device}, total_steps=10, run_dir=str(tmp_path / "r")))
