@@ -10,10 +10,11 @@
 // Measured gain (2-core AMD EPYC Zen 4 shared with other jobs, load average 7-9, torch 2.13 CPU; ratios are
 // against the eager reference in the same run, benchmarks/test_bench_acting.py and test_bench_fused_update.py):
 //   acting, batch 1, 1 thread, obs 17 / act 6 / 3x256 mish / T=5, DACER2Agent.act:
-//     before (eager reference) 1.7-2.4 ms median, after (fused) 80-110 us median (min 75 us): 21-22x.
-//     The op alone on a quiet moment: ~30 us; with a 1-unit hidden layer the op costs ~7 us (dispatch).
+//     before (eager reference) 1.1-2.4 ms median, after (fused) 67-110 us median: 14-22x across runs.
+//     CPU time per action: 78-94 us fused vs 1.2-1.6 ms reference. A 1-unit hidden layer op costs ~7 us.
 //   critic action-gradient, min mode: backward only over each critic's own rows (halves the backward GEMMs).
-//   full update, batch 256 (critic + policy L_q + L_g, delay 1): 1.4-2.3x at 2 threads, 1.9-3.1x at 1 thread.
+//   full update, batch 256 (critic + policy L_q + L_g, delay 1): 2.0-2.4x at 1 thread (175 -> 75-90 ms);
+//     1.4-2.6x at 2 threads outside the OpenMP-contention bursts that hit both backends (docs/fused-ops.md).
 #include "kernels.h"
 
 #include <algorithm>
