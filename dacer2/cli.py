@@ -37,6 +37,10 @@ def train_main(argv: list[str] | None = None) -> int:
         f"final eval return {result.final_eval_mean:.1f} +- {result.final_eval_std:.1f} "
         f"after {result.env_steps} env steps, {result.updates} updates, {result.wall_time:.0f} s; run dir: {result.run_dir}"
     )
+    if result.eval_history:
+        best_steps, best_mean, best_std = max(result.eval_history, key=lambda e: e[1])
+        print(f"best eval return {best_mean:.1f} +- {best_std:.1f} at {best_steps} env steps "
+              f"(untrained policy: {result.eval_history[0][1]:.1f})")
     return 0
 
 

@@ -299,6 +299,9 @@ def train(config: TrainConfig, agent_factory: AgentFactory = DACER2Agent) -> Tra
     last_checkpoint = None
     try:
         with _StopSignals() as stop:
+            if env_steps == 0 and eval_envs is not None:  # the untrained policy: every curve shows where it started
+                run_eval()
+                log(with_eval=True)
             while env_steps < cfg.total_steps:
                 if env_steps < cfg.learning_starts:
                     action = envs.action_space.sample()
@@ -329,11 +332,12 @@ def train(config: TrainConfig, agent_factory: AgentFactory = DACER2Agent) -> Tra
                     for _ in range(cfg.updates_per_step):
                         metrics = agent.update(buffer.sample())
 
-                evaluated = False
-                if env_steps >= next_eval:
+                # The last step always evaluates, so every run ends with its final return in one log row.
+                evaluated = env_steps >= next_eval or env_steps >= cfg.total_steps
+                if evaluated:
                     run_eval()
+                if env_steps >= next_eval:
                     next_eval += cfg.eval_every
-                    evaluated = True
                 if env_steps >= next_log or evaluated:
                     log(with_eval=evaluated)
                     next_log = env_steps + cfg.log_every
@@ -350,9 +354,6 @@ def train(config: TrainConfig, agent_factory: AgentFactory = DACER2Agent) -> Tra
                         stop.received,
                     )
 
-            if not eval_history or eval_history[-1][0] != env_steps:
-                run_eval()
-                log(with_eval=True)
             check_learning_finite()
             last_checkpoint = checkpoints.save(env_steps, payload())
     finally:

@@ -16,6 +16,6 @@ THRESHOLD = 40.0
 
 def test_dacer2_learns_inverted_pendulum(tmp_path):
     result = train(TrainConfig(**BUDGET, run_dir=str(tmp_path / "run")))
-    untrained = result.eval_history[0][1]  # evaluated after the first update
+    untrained = result.eval_history[0][1]  # evaluated at step 0
     assert untrained < 20, f"the untrained policy already scores {untrained}: the threshold would mean nothing"
     assert result.final_eval_mean >= THRESHOLD, f"eval history {result.eval_history}"

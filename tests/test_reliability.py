@@ -199,3 +199,21 @@ def test_bad_devices_are_refused(tmp_path, device, message):
         pytest.skip("this machine has CUDA, so requesting it is not an error")
     with pytest.raises(ValueError, match=message):
         train(TrainConfig(**{**TINY, "device": device}, total_steps=10, run_dir=str(tmp_path / "r")))
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from dacer2.checkpoint import CheckpointWriteError
+
+    manager = CheckpointManager(tmp_path / "ckpt", keep=3)
+    manager.save(100, {"loop": {"env_steps": 100}})
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointWriteError, match="No space left on device.*earlier checkpoints are intact"):
+        manager.save(200, {"loop": {"env_steps": 200}})
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["step_000000000100.pt"]  # no partial file left
+    assert manager.load_latest()[1]["loop"]["env_steps"] == 100

@@ -68,7 +68,7 @@ def test_train_writes_run_directory(tmp_path):
     header = rows[0].split(",")
     assert {"env_steps", "eval_return_mean", "critic_loss", "alpha", "entropy", "sps"} <= set(header)
     assert len(rows) >= 4
-    assert [e[0] for e in result.eval_history] == [150, 300]
+    assert [e[0] for e in result.eval_history] == [0, 150, 300]  # the untrained policy first
     assert list(run.glob("events.out.tfevents.*")), "no TensorBoard events"
     state = torch.load(run / "checkpoints" / "final.pt", weights_only=False)
     assert state["env_steps"] == 300 and state["agent"]["num_updates"] == result.updates
