@@ -120,8 +120,8 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
             "--entropy-samples", "20", "--no-progress", "--save-buffer", "--run-dir", str(run)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline:  # wait until it is really training
-        if (run / "metrics.csv").exists() and len((run / "metrics.csv").read_text().splitlines()) >= 4:
+    while time.time() < deadline:  # wait until it is really training (updates start at step 100)
+        if (run / "metrics.csv").exists() and any(int(r["env_steps"]) >= 150 for r in metric_rows(run)):
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
