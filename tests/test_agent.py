@@ -88,7 +88,6 @@ def test_qgrad_stop_gradient_switch():
     for stop in (True, False):
         agent = small_agent(eta=1.0, qgrad_stop_gradient=stop)
         chain = agent.run_chain(obs)
-        probe = chain.visited[0]
         loss = agent.qgrad_field_loss(obs, chain)
         # visited[1] depends on visited[0]'s denoiser output; a gradient into x_t only exists without sg.
         (grads[stop],) = torch.autograd.grad(loss, chain.visited[1], allow_unused=True)

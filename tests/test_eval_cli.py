@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from dacer2.config import TrainConfig
 from dacer2.eval_cli import eval_main
 from dacer2.trainer import train
 from dacer2.video import RenderError, ensure_rendering
@@ -18,12 +17,11 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, tiny_config):
     tmp = tmp_path_factory.mktemp("eval")
-    cfg = TrainConfig(
+    cfg = tiny_config(
         env_id="dacer2/MultiGoal-v0", total_steps=300, learning_starts=100, eval_every=100, eval_episodes=2,
-        actor_hidden=(16, 16), critic_hidden=(16, 16), batch_size=32, entropy_states=4, entropy_samples=20,
-        alpha_every=100, progress=False, run_dir=str(tmp / "run"), torch_threads=1,
+        alpha_every=100, run_dir=str(tmp / "run"), torch_threads=1,
     )
     return train(cfg).run_dir
 

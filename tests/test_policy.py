@@ -20,12 +20,11 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, tiny_config):
     tmp = tmp_path_factory.mktemp("policy")
-    cfg = TrainConfig(
+    cfg = tiny_config(
         env_id="InvertedPendulum-v5", total_steps=200, learning_starts=100, eval_every=200, eval_episodes=1,
-        actor_hidden=(16, 16), critic_hidden=(16, 16), batch_size=32, entropy_states=4, entropy_samples=20,
-        alpha_every=50, progress=False, run_dir=str(tmp / "run"), torch_threads=1,
+        alpha_every=50, run_dir=str(tmp / "run"), torch_threads=1,
     )
     return train(cfg).run_dir
 

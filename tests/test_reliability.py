@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -51,7 +50,7 @@ def test_same_seed_same_metrics(tmp_path):
     second = train(TrainConfig(**TINY, total_steps=200, run_dir=str(tmp_path / "b")))
     assert metric_rows(tmp_path / "a") == metric_rows(tmp_path / "b")
     assert first.eval_history == second.eval_history
-    other = train(TrainConfig(**{**TINY, "seed": 1}, total_steps=200, run_dir=str(tmp_path / "c")))
+    train(TrainConfig(**{**TINY, "seed": 1}, total_steps=200, run_dir=str(tmp_path / "c")))
     assert metric_rows(tmp_path / "c") != metric_rows(tmp_path / "a")
 
 

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from dacer2.config import TrainConfig
 from dacer2.envs import EnvError, make_vector_env
 from dacer2.trainer import step_vector_env, train
 
@@ -47,18 +46,11 @@ def test_bad_environments_fail_with_one_clear_error(env_id, message):
         make_vector_env(env_id, 1, seed=0)
 
 
-def tiny_config(tmp_path, **overrides) -> TrainConfig:
-    values = dict(
+def test_train_writes_run_directory(tmp_path, tiny_config):
+    result = train(tiny_config(
         env_id="InvertedPendulum-v5", total_steps=300, learning_starts=100, eval_every=150, eval_episodes=2,
-        log_every=100, actor_hidden=(16, 16), critic_hidden=(16, 16), batch_size=32, entropy_states=4,
-        entropy_samples=20, alpha_every=100, run_dir=str(tmp_path / "run"), progress=False,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-def test_train_writes_run_directory(tmp_path):
-    result = train(tiny_config(tmp_path, num_envs=2, updates_per_step=2))
+        log_every=100, alpha_every=100, run_dir=str(tmp_path / "run"), num_envs=2, updates_per_step=2,
+    ))
     run = tmp_path / "run"
     assert result.run_dir == run and result.env_steps == 300
     assert result.updates == 2 * (300 - 100) // 2 + 2  # 2 updates per iteration from step 100 (inclusive) on

@@ -10,7 +10,7 @@ amplifies rounding); float64: 1e-9.
 import pytest
 import torch
 
-from dacer2.ops import ops, pack_denoiser, reference, schedule_tensor
+from dacer2.ops import ops, pack_denoiser, reference
 
 F32 = dict(atol=1e-4, rtol=1e-4)
 G32 = dict(atol=2e-4, rtol=2e-4)
