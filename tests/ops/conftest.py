@@ -46,3 +46,19 @@ def make_denoiser():
 @pytest.fixture
 def make_critic():
     return Critic
+
+
+@pytest.fixture(scope="session")
+def run_under_interpreter():
+    """Run a script in a fresh Python with TRITON_INTERPRET=1 (it must be set before any @triton.jit runs, so not
+    in this process) and assert it finished by printing OK."""
+    import os
+    import subprocess
+    import sys
+
+    def run(script: str, timeout: int = 600) -> None:
+        proc = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, TRITON_INTERPRET="1"),
+                              capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    return run

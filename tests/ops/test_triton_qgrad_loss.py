@@ -2,9 +2,6 @@
 reference twin (in a subprocess: the interpreter must be on before any @triton.jit runs) and an ahead-of-time
 sm_90 compile of the shipped config. float32 tolerance: atol = rtol = 1e-6."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -28,10 +25,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_kernels_match_twin_under_interpreter():
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=dict(os.environ, TRITON_INTERPRET="1"),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_kernels_match_twin_under_interpreter(run_under_interpreter):
+    run_under_interpreter(SCRIPT, timeout=300)
 
 
 @pytest.mark.parametrize("A", [1, 6, 17])
