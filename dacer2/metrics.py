@@ -15,8 +15,10 @@ CSV_COLUMNS = (
 
 
 class MetricsWriter:
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, tensorboard: bool = True, keep_until_step: int | None = None):
         self.csv_path = run_dir / "metrics.csv"
+        if keep_until_step is not None and self.csv_path.exists():
+            _drop_rows_after(self.csv_path, keep_until_step)
         new_file = not self.csv_path.exists()
         self._file = open(self.csv_path, "a", newline="")
         self._csv = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
@@ -42,6 +44,20 @@ class MetricsWriter:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _drop_rows_after(csv_path: Path, env_steps: int) -> None:
+    """Rewrite the CSV (atomically) without the rows logged after `env_steps`."""
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or list(CSV_COLUMNS)
+        kept = [row for row in reader if float(row["env_steps"]) <= env_steps]
+    tmp = csv_path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(kept)
+    tmp.replace(csv_path)
 
 
 def _tb_group(key: str) -> str:

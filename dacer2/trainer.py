@@ -153,11 +153,14 @@ def _load_resume(cfg: TrainConfig) -> tuple[TrainConfig, Path, dict]:
 
 
 AgentFactory = Callable[[int, int, TrainConfig, torch.device], DACER2Agent]
+# Called after every evaluation with env_steps, updates, wall_time, eval_return_mean and eval_return_std.
+EvalCallback = Callable[[dict[str, float]], None]
 
 
-def train(config: TrainConfig, agent_factory: AgentFactory = DACER2Agent) -> TrainResult:
+def train(config: TrainConfig, agent_factory: AgentFactory = DACER2Agent, on_eval: EvalCallback | None = None) -> TrainResult:
     """Run (or, with config.resume, continue) one training run. `agent_factory(obs_dim, action_dim, cfg, device)`
-    builds the agent: a DACER2Agent, or a subclass that swaps the policy (the Gaussian comparison does)."""
+    builds the agent: a DACER2Agent, or a subclass that swaps the policy (the Gaussian comparison does).
+    `on_eval` sees each evaluation as it happens (sweeps forward it to Ray Tune)."""
     resume_payload = None
     if config.resume:
         cfg, resume_path, resume_payload = _load_resume(config)
@@ -220,7 +223,8 @@ def train(config: TrainConfig, agent_factory: AgentFactory = DACER2Agent) -> Tra
         _set_rng_state(resume_payload["rng"])
         print(f"dacer2: resumed {run_dir} from {resume_path.name} at {env_steps} env steps", file=sys.stderr)
 
-    writer = MetricsWriter(run_dir)
+    # A resumed run drops the rows logged after its checkpoint: they are about to be logged again.
+    writer = MetricsWriter(run_dir, keep_until_step=env_steps if resume_payload is not None else None)
     start = time.perf_counter() - wall_offset
     last_log_time, last_log_steps = time.perf_counter(), env_steps
     metrics: dict[str, torch.Tensor] = {}
@@ -233,6 +237,9 @@ def train(config: TrainConfig, agent_factory: AgentFactory = DACER2Agent) -> Tra
             return
         returns = evaluate(deterministic_policy, eval_envs, device, seed=cfg.seed + 10_000 + len(eval_history))
         eval_history.append((env_steps, float(returns.mean()), float(returns.std())))
+        if on_eval is not None:
+            on_eval({"env_steps": env_steps, "updates": agent.num_updates, "wall_time": time.perf_counter() - start,
+                     "eval_return_mean": eval_history[-1][1], "eval_return_std": eval_history[-1][2]})
 
     def check_learning_finite() -> None:
         """One host sync per log event: losses and every parameter must be finite."""

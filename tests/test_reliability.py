@@ -45,6 +45,15 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):
     assert json.loads((tmp_path / "split" / "config.json").read_text())["total_steps"] == 400
 
 
+def test_resume_after_a_crash_drops_the_log_rows_written_after_the_checkpoint(tmp_path):
+    train(TrainConfig(**TINY, total_steps=400, run_dir=str(tmp_path / "r")))
+    uninterrupted = metric_rows(tmp_path / "r")
+    # As if killed just before the step-400 checkpoint: rows for steps 300-400 exist, the newest checkpoint is 200.
+    (tmp_path / "r" / "checkpoints" / "step_000000000400.pt").unlink()
+    train(TrainConfig(resume=str(tmp_path / "r"), total_steps=400))
+    assert metric_rows(tmp_path / "r") == uninterrupted
+
+
 def test_same_seed_same_metrics(tmp_path):
     first = train(TrainConfig(**TINY, total_steps=200, run_dir=str(tmp_path / "a")))
     second = train(TrainConfig(**TINY, total_steps=200, run_dir=str(tmp_path / "b")))
