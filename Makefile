@@ -4,8 +4,9 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dacer2-installed
+RAY_STAMP := $(VENV)/.dacer2-ray-installed
 
-.PHONY: install train test bench clean
+.PHONY: install install-ray train sweep test bench clean
 
 # --no-build-isolation: the C++ extension builds against the pinned CPU torch, never a freshly resolved CUDA one.
 $(STAMP): requirements-cpu.txt pyproject.toml setup.py $(wildcard csrc/*)
@@ -16,11 +17,21 @@ $(STAMP): requirements-cpu.txt pyproject.toml setup.py $(wildcard csrc/*)
 
 install: $(STAMP)
 
+# Ray Tune for dacer2-sweep: an optional extra, so only the tests (which run small sweeps) install it.
+$(RAY_STAMP): $(STAMP) requirements-ray.txt
+	$(BIN)/pip install -q -r requirements-ray.txt
+	touch $(RAY_STAMP)
+
+install-ray: $(RAY_STAMP)
+
 train: install
 	$(BIN)/dacer2-train $(ARGS)
 
+sweep: install-ray
+	$(BIN)/dacer2-sweep $(ARGS)
+
 # The benchmarks run once in smoke mode (no timing) so their code cannot rot; `make bench` measures.
-test: install
+test: install-ray
 	$(BIN)/python -m pytest tests $(ARGS)
 	$(BIN)/python -m pytest benchmarks --benchmark-disable --bench-no-save -q
 

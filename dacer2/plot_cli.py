@@ -31,7 +31,7 @@ class PlotConfig:
 
 def plot_main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(PlotConfig, args=argv)
-    from dacer2.plotting import ALGO_COLUMNS, RUN_COLUMNS, algo_rows, markdown_summary, plot_learning_curves, run_rows, write_csv
+    from dacer2.plotting import write_report
     from dacer2.runs import RunError, find_run_dirs, load_run
 
     try:
@@ -47,16 +47,9 @@ def plot_main(argv: list[str] | None = None) -> int:
         return 2
     if empty:
         print(f"dacer2-plot: skipping runs without evaluations: {', '.join(empty)}", file=sys.stderr)
-    out = Path(cfg.out_dir)
-    figures = [out / f"{cfg.name}.{fmt}" for fmt in cfg.formats]
-    plot_learning_curves(runs, figures, cfg.title, cfg.ylim)
-    write_csv(out / f"{cfg.name}_runs.csv", run_rows(runs), RUN_COLUMNS)
-    write_csv(out / f"{cfg.name}_summary.csv", algo_rows(runs), ALGO_COLUMNS)
-    summary = markdown_summary(runs)
-    (out / f"{cfg.name}.md").write_text(summary)
+    summary, written = write_report(runs, Path(cfg.out_dir), cfg.name, cfg.formats, cfg.title, cfg.ylim)
     print(summary)
-    print("wrote " + ", ".join(str(p) for p in [*figures, out / f"{cfg.name}_runs.csv",
-                                                 out / f"{cfg.name}_summary.csv", out / f"{cfg.name}.md"]))
+    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 

@@ -145,3 +145,16 @@ def markdown_summary(runs: list[Run]) -> str:
         lines.append(f"| {row['env_id']} | {row['algo']} | {row['seed']} | {row['env_steps']} | "
                      f"{row['final_return']:.1f} | {row['last_return']:.1f} | {row['run_dir']} |")
     return "\n".join(lines) + "\n"
+
+
+def write_report(runs: list[Run], out_dir: Path, name: str, formats: tuple[str, ...] = ("png",),
+                 title: str | None = None, ylim: tuple[float, float] | None = None) -> tuple[str, list[Path]]:
+    """The learning-curve figure(s), per-run and per-algorithm CSVs and the markdown summary under out_dir.
+    Returns the summary and the files written."""
+    figures = [out_dir / f"{name}.{fmt}" for fmt in formats]
+    plot_learning_curves(runs, figures, title, ylim)
+    write_csv(out_dir / f"{name}_runs.csv", run_rows(runs), RUN_COLUMNS)
+    write_csv(out_dir / f"{name}_summary.csv", algo_rows(runs), ALGO_COLUMNS)
+    summary = markdown_summary(runs)
+    (out_dir / f"{name}.md").write_text(summary)
+    return summary, [*figures, out_dir / f"{name}_runs.csv", out_dir / f"{name}_summary.csv", out_dir / f"{name}.md"]
