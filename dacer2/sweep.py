@@ -127,6 +127,16 @@ def check_grid(config: SweepConfig, overrides: Mapping[str, Any]) -> None:
         make_vector_env(env_id, 1, 0).close()  # unknown id, discrete or unbounded actions: EnvError
 
 
+def with_resource_defaults(config: SweepConfig, overrides: Mapping[str, Any]) -> dict:
+    """The trial options that follow from what Ray reserves per trial, unless the user gave them: torch threads =
+    reserved CPUs (more threads than CPUs oversubscribes the cores), and the GPU only when one is reserved."""
+    values = dict(overrides)
+    if config.cpus_per_trial > 0:
+        values.setdefault("torch_threads", math.ceil(config.cpus_per_trial))
+    values.setdefault("device", "cuda" if config.gpus_per_trial > 0 else "cpu")
+    return values
+
+
 def sweep_spec(config: SweepConfig, overrides: Mapping[str, Any]) -> dict:
     """What identifies a sweep: its grid and trial options (not resources or the cluster it runs on)."""
     return {"algos": list(config.algos), "env_ids": list(config.env_ids), "seeds": list(config.seeds),
@@ -200,10 +210,7 @@ def _trial_dirname(trial) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 def run_sweep(config: SweepConfig, overrides: Optional[Mapping[str, Any]] = None) -> SweepResult:
     """Run (or continue) the sweep and summarise it. `overrides` are TrainConfig fields applied to every trial."""
-    overrides = dict(overrides or {})
-    if config.cpus_per_trial > 0 and "torch_threads" not in overrides:
-        overrides["torch_threads"] = math.ceil(config.cpus_per_trial)  # more threads than CPUs oversubscribes
-    spec = sweep_spec(config, overrides)
+    spec = sweep_spec(config, with_resource_defaults(config, overrides or {}))
     check_grid(config, spec["overrides"])
     try:
         import ray

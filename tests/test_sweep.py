@@ -13,7 +13,8 @@ import pytest
 
 from dacer2.checkpoint import CheckpointManager
 from dacer2.envs import EnvError
-from dacer2.sweep import SweepConfig, SweepError, check_grid, claim_out_dir, default_out_dir, grid, run_trial, sweep_spec
+from dacer2.sweep import (SweepConfig, SweepError, check_grid, claim_out_dir, default_out_dir, grid, run_trial,
+                          sweep_spec, with_resource_defaults)
 from dacer2.sweep_cli import trial_overrides
 
 # Trial options that make one run take seconds; as CLI flags for the subprocess sweeps.
@@ -52,6 +53,13 @@ def test_cli_trial_options_become_overrides_and_grid_fields_are_refused():
     for flag in (["--seed", "3"], ["--env-id=Hopper-v5"], ["--algo", "dacer"], ["--run-dir", "x"], ["--resume", "x"]):
         with pytest.raises(SweepError, match="set per trial by the sweep"):
             trial_overrides(flag)
+
+
+def test_trials_use_the_threads_and_device_ray_reserves_unless_told_otherwise():
+    assert with_resource_defaults(SweepConfig(cpus_per_trial=1.5), {}) == {"torch_threads": 2, "device": "cpu"}
+    assert with_resource_defaults(SweepConfig(gpus_per_trial=0.25), {})["device"] == "cuda"
+    given = {"torch_threads": 4, "device": "cpu", "eta": 0.1}
+    assert with_resource_defaults(SweepConfig(cpus_per_trial=1, gpus_per_trial=0.5), given) == given
 
 
 def test_bad_grids_fail_before_ray_starts():
