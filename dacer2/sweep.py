@@ -138,7 +138,8 @@ def with_resource_defaults(config: SweepConfig, overrides: Mapping[str, Any]) ->
 
 
 def sweep_spec(config: SweepConfig, overrides: Mapping[str, Any]) -> dict:
-    """What identifies a sweep: its grid and trial options (not resources or the cluster it runs on)."""
+    """What identifies a sweep: its grid and the user's trial options, not the resources or the cluster it runs on
+    (a restart may name other ones; Tune keeps the resources of the first start)."""
     return {"algos": list(config.algos), "env_ids": list(config.env_ids), "seeds": list(config.seeds),
             "overrides": check_overrides(overrides)}
 
@@ -210,8 +211,9 @@ def _trial_dirname(trial) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 def run_sweep(config: SweepConfig, overrides: Optional[Mapping[str, Any]] = None) -> SweepResult:
     """Run (or continue) the sweep and summarise it. `overrides` are TrainConfig fields applied to every trial."""
-    spec = sweep_spec(config, with_resource_defaults(config, overrides or {}))
-    check_grid(config, spec["overrides"])
+    spec = sweep_spec(config, overrides or {})
+    trial_options = with_resource_defaults(config, spec["overrides"])
+    check_grid(config, trial_options)
     try:
         import ray
         from ray import tune
@@ -228,7 +230,10 @@ def run_sweep(config: SweepConfig, overrides: Optional[Mapping[str, Any]] = None
     if config.address is None:
         ray.init(num_cpus=config.num_cpus, include_dashboard=False, configure_logging=False)
     else:
-        ray.init(address=config.address)
+        try:
+            ray.init(address=config.address)
+        except ConnectionError as exc:  # e.g. --address auto with no cluster running on this node
+            raise SweepError(f"cannot join the Ray cluster at {config.address!r}: {exc}") from None
     try:
         if restarting and tune.Tuner.can_restore(str(experiment)):
             print(f"dacer2-sweep: continuing the sweep in {out_dir}", flush=True)
@@ -238,7 +243,7 @@ def run_sweep(config: SweepConfig, overrides: Optional[Mapping[str, Any]] = None
                 "algo": tune.grid_search(list(config.algos)),
                 "env_id": tune.grid_search(list(config.env_ids)),
                 "seed": tune.grid_search(list(config.seeds)),
-                "overrides": spec["overrides"],
+                "overrides": trial_options,
                 "runs_root": str(runs_root),
             }
             tuner = tune.Tuner(

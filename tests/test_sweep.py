@@ -1,9 +1,11 @@
 """Sweeps (issue 7): the grid, trial resume logic and the CLI without Ray, then real sweeps on a local Ray instance."""
 
 import csv
+import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -98,6 +100,31 @@ def test_without_ray_the_package_works_and_the_sweep_says_how_to_get_it(tmp_path
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "pip install 'dacer2[ray]'" in proc.stderr
+
+
+def run_sweep_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "dacer2.sweep_cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_sweep_help_explains_every_option_and_where_trial_options_come_from(tmp_path):
+    proc = run_sweep_cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for field in dataclasses.fields(SweepConfig):
+        assert "--" + field.name.replace("_", "-") in proc.stdout, field.name
+    assert "dacer2-train option" in proc.stdout and "continues the sweep" in proc.stdout
+
+
+def test_sweep_bad_input_is_one_line_before_ray_starts(tmp_path):
+    proc = run_sweep_cli("--env-ids", "Hoper-v5", "--total-steps", "300", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dacer2-sweep: error: unknown environment id 'Hoper-v5'; did you mean")
+    proc = run_sweep_cli("--seed", "1", cwd=tmp_path)
+    assert proc.returncode == 2 and "use --algos, --env-ids and --seeds" in proc.stderr
+    proc = run_sweep_cli("--total-stepz", "5", cwd=tmp_path)
+    assert proc.returncode == 2 and "--total-stepz" in proc.stderr
+    assert not (tmp_path / "sweeps").exists()  # nothing written
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -213,3 +240,25 @@ def test_an_interrupted_sweep_finishes_the_rest_on_restart(tmp_path):
     assert (finished / "metrics.csv").read_text() == finished_log  # the finished trial did not run again
     assert eval_steps(running) == [0, 1000, 2000, 3000]
     assert "2/2 runs finished" in again.stdout and "| InvertedPendulum-v5 | dacer2 | 2 |" in again.stdout
+
+
+def test_a_sweep_joins_an_existing_ray_cluster_with_address(tmp_path):
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    with socket.socket() as probe:  # a free port for the head's GCS
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    head = subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                           "--include-dashboard=false", "--disable-usage-stats"],
+                          capture_output=True, text=True, timeout=180)
+    assert head.returncode == 0, head.stdout + head.stderr
+    try:
+        out = tmp_path / "sweep"
+        proc = subprocess.run(sweep_command(out, "--address", f"127.0.0.1:{port}", "--algos", "dacer2", "--seeds", "3",
+                                            "--total-steps", "200", "--eval-every", "200"),
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Connecting to existing Ray cluster" in proc.stdout + proc.stderr
+    assert eval_steps(out / "runs" / "InvertedPendulum-v5__dacer2__3") == [0, 200]
+    assert "| InvertedPendulum-v5 | dacer2 | 1 |" in proc.stdout
