@@ -116,11 +116,12 @@ def check_grid(config: SweepConfig, overrides: Mapping[str, Any]) -> None:
         raise SweepError("--cpus-per-trial must be positive and --gpus-per-trial >= 0")
     if config.max_failures < 0:
         raise SweepError("--max-failures must be >= 0")
-    if config.gpus_per_trial > 0 and config.address is None:
+    if config.address is None and (config.gpus_per_trial > 0 or overrides.get("device") == "cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise SweepError("--gpus-per-trial > 0 but this machine has no CUDA GPU for the local Ray instance")
+            raise SweepError("--gpus-per-trial > 0 or --device cuda, but this machine has no CUDA GPU for the local "
+                             "Ray instance")
     for point in grid(config):
         trial_config({"overrides": overrides, "runs_root": ".", **point}).resolved()  # raises ValueError on bad values
     for env_id in config.env_ids:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from dacer2.checkpoint import CheckpointManager
 from dacer2.envs import EnvError
@@ -73,6 +74,10 @@ def test_bad_grids_fail_before_ray_starts():
         check_grid(SweepConfig(seeds=(0, 0)), {})
     with pytest.raises(SweepError, match="at least one"):
         check_grid(SweepConfig(algos=()), {})
+    if not torch.cuda.is_available():
+        for config, options in ((SweepConfig(gpus_per_trial=0.5), {}), (SweepConfig(), {"device": "cuda"})):
+            with pytest.raises(SweepError, match="no CUDA GPU"):
+                check_grid(config, options)
     with pytest.raises(ValueError, match="--total-steps must be positive"):
         check_grid(SweepConfig(), {"total_steps": -5})
     with pytest.raises(EnvError, match="unknown environment id"):
