@@ -234,7 +234,10 @@ def run_sweep(config: SweepConfig, overrides: Optional[Mapping[str, Any]] = None
         try:
             ray.init(address=config.address)
         except ConnectionError as exc:  # e.g. --address auto with no cluster running on this node
-            raise SweepError(f"cannot join the Ray cluster at {config.address!r}: {exc}") from None
+            raise SweepError(
+                f"cannot join the Ray cluster at {config.address!r}: {exc}. If the cluster uses token authentication "
+                "(Ray's default), set RAY_AUTH_MODE=token and give this node the cluster's token (~/.ray/auth_token "
+                "or RAY_AUTH_TOKEN)") from None
     try:
         if restarting and tune.Tuner.can_restore(str(experiment)):
             print(f"dacer2-sweep: continuing the sweep in {out_dir}", flush=True)

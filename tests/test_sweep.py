@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -249,18 +250,21 @@ def test_an_interrupted_sweep_finishes_the_rest_on_restart(tmp_path):
 
 def test_a_sweep_joins_an_existing_ray_cluster_with_address(tmp_path):
     ray_cli = str(Path(sys.executable).parent / "ray")
+    # As the docs tell cluster users: one token, given to the head and to the driver (Ray's token authentication).
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     with socket.socket() as probe:  # a free port for the head's GCS
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    head = subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+    head = subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1",
                            "--include-dashboard=false", "--disable-usage-stats"],
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=180, env=env)
     assert head.returncode == 0, head.stdout + head.stderr
     try:
         out = tmp_path / "sweep"
         proc = subprocess.run(sweep_command(out, "--address", f"127.0.0.1:{port}", "--algos", "dacer2", "--seeds", "3",
                                             "--total-steps", "200", "--eval-every", "200"),
-                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                              env=env)
     finally:
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
