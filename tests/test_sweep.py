@@ -17,6 +17,7 @@ import torch
 
 from dacer2.checkpoint import CheckpointManager
 from dacer2.envs import EnvError
+from dacer2.plot_cli import plot_main
 from dacer2.sweep import (SweepConfig, SweepError, check_grid, claim_out_dir, default_out_dir, grid, run_trial,
                           sweep_spec, with_resource_defaults)
 from dacer2.sweep_cli import trial_overrides
@@ -210,6 +211,8 @@ def test_tiny_sweep_writes_four_run_directories_tune_results_and_the_table(tmp_p
         rows = list(csv.DictReader(f))
     assert [(r["algo"], r["seeds"]) for r in rows] == [("dacer2", "2"), ("dacer", "2")]
     assert "4/4 runs finished" in proc.stdout
+    assert plot_main([str(out / "runs"), "--out-dir", str(tmp_path / "plots")]) == 0  # sweep output is ordinary runs
+    assert (tmp_path / "plots" / "learning_curves.png").is_file()
 
 
 def test_an_interrupted_sweep_finishes_the_rest_on_restart(tmp_path):
