@@ -28,7 +28,9 @@ class MetricsWriter:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(run_dir))
+            # purge_step makes TensorBoard hide the events a crashed attempt wrote after the resumed checkpoint.
+            purge = keep_until_step + 1 if keep_until_step is not None else None
+            self._tb = SummaryWriter(log_dir=str(run_dir), purge_step=purge)
 
     def write(self, row: dict[str, float]) -> None:
         clean = {k: v for k, v in row.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dacer2.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from dacer2.config import TrainConfig
@@ -52,6 +53,9 @@ def test_resume_after_a_crash_drops_the_log_rows_written_after_the_checkpoint(tm
     (tmp_path / "r" / "checkpoints" / "step_000000000400.pt").unlink()
     train(TrainConfig(resume=str(tmp_path / "r"), total_steps=400))
     assert metric_rows(tmp_path / "r") == uninterrupted
+    events = EventAccumulator(str(tmp_path / "r"))
+    events.Reload()  # TensorBoard's own reader, which applies the resumed writer's purge of steps 300 and 400
+    assert [e.step for e in events.Scalars("eval/eval_return_mean")] == [0, 100, 200, 300, 400]
 
 
 def test_same_seed_same_metrics(tmp_path):
