@@ -222,15 +222,21 @@ void colsum_add(const T* m, int64_t R, int64_t C, T* out, int64_t c0, int64_t c1
   }
 }
 
+// L_g's target for row r is -w_k g_r / (||g_r|| + 1e-8); this is its scalar factor.
+template <typename T>
+static inline T qgrad_target_scale(const T* gr, const T* w, int64_t r, int64_t B, int64_t A) {
+  T nrm = T(0);
+  for (int64_t a = 0; a < A; ++a) nrm += gr[a] * gr[a];
+  return -w[r / B] / (std::sqrt(nrm) + T(1e-8));
+}
+
 template <typename T>
 double qgrad_loss_rows(const T* eps, const T* g, const T* w, int64_t B, int64_t A, int64_t r0, int64_t r1) {
   double acc = 0.0;
   for (int64_t r = r0; r < r1; ++r) {
     const T* gr = g + r * A;
     const T* er = eps + r * A;
-    T nrm = T(0);
-    for (int64_t a = 0; a < A; ++a) nrm += gr[a] * gr[a];
-    const T scale = -w[r / B] / (std::sqrt(nrm) + T(1e-8));
+    const T scale = qgrad_target_scale(gr, w, r, B, A);
     for (int64_t a = 0; a < A; ++a) {
       const T e = er[a] - scale * gr[a];
       acc += static_cast<double>(e * e);
@@ -245,9 +251,7 @@ void qgrad_loss_backward_rows(const T* eps, const T* g, const T* w, int64_t B, i
   for (int64_t r = r0; r < r1; ++r) {
     const T* gr = g + r * A;
     const T* er = eps + r * A;
-    T nrm = T(0);
-    for (int64_t a = 0; a < A; ++a) nrm += gr[a] * gr[a];
-    const T us = -w[r / B] / (std::sqrt(nrm) + T(1e-8));
+    const T us = qgrad_target_scale(gr, w, r, B, A);
     for (int64_t a = 0; a < A; ++a) geps[r * A + a] = scale * T(2) * (er[a] - us * gr[a]);
   }
 }

@@ -5,6 +5,7 @@ qgrad_loss.py: L_g and its gradient (dacer2::qgrad_loss, qgrad_loss_backward).
 critic_action_grad.py: min/mean/q1 of the twin means and d/da for a [T, B] stack (dacer2::critic_action_grad).
 chain_forward.py: the training chain's forward, saving what the backward needs (dacer2::chain_forward).
 chain_backward.py: its backward, L_q's and L_g's gradients as two streams sharing the weight-gradient products.
+building_blocks.py: what they share (mish, layer 1's observation share, the posterior step, shape checks, AOT compile).
 Shapes a kernel does not support (non-float32, unequal hidden widths) run dacer2/ops/composed.py (chain) or the
 reference twin (the others).
 """

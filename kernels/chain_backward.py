@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from dacer2.kernels.building_blocks import action_pad, aot_compile, uniform_hidden_supported
+
 
 @triton.jit
 def _chain_backward_kernel(
@@ -181,8 +183,7 @@ CONFIGS = {"default": dict(BLOCK_B=32, BLOCK_K=32, BLOCK_N=64, num_warps=4)}
 
 
 def supported(dims, dtype) -> bool:
-    hidden = dims[3:]
-    return dtype == torch.float32 and len(set(hidden)) == 1 and hidden[0] % 64 == 0
+    return uniform_hidden_supported(dims[3:], dtype)
 
 
 def packed_numel(dims) -> int:
@@ -193,7 +194,7 @@ def packed_numel(dims) -> int:
 
 def constexprs(dims, has_gv, has_ge, sg, cfg) -> dict:
     S, A, T, *hidden = dims
-    return dict(S=S, A=A, T=T, H=hidden[0], L=len(hidden), A_PAD=max(16, triton.next_power_of_2(A)),
+    return dict(S=S, A=A, T=T, H=hidden[0], L=len(hidden), A_PAD=action_pad(A),
                 HAS_GV=bool(has_gv), HAS_GE=bool(has_ge), SG=bool(sg), TWO=bool(has_ge and sg), P=packed_numel(dims),
                 BLOCK_B=cfg["BLOCK_B"], BLOCK_K=cfg["BLOCK_K"], BLOCK_N=cfg["BLOCK_N"])
 
@@ -220,12 +221,9 @@ def launch(grad_action, grad_visited, grad_eps, obs, packed, dims, sched, visite
 
 def compile_for(target, dims, has_gv=False, has_ge=True, sg=True, cfg=None):
     """Ahead-of-time compile for `target` (no GPU needed)."""
-    from triton.compiler import ASTSource
-
     cfg = cfg or CONFIGS["default"]
-    consts = constexprs(dims, has_gv, has_ge, sg, cfg)
     ptrs = ("ga_ptr", "gv_ptr", "ge_ptr", "obs_ptr", "packed_ptr", "sched_ptr", "visited_ptr", "eps_ptr",
             "saved_h_ptr", "saved_d_ptr", "gobs_ptr", "part_ptr", "scratch_ptr")
-    sig = {**{p: "*fp32" for p in ptrs}, "B": "i32", **{k: "constexpr" for k in consts}}
-    return triton.compile(ASTSource(fn=_chain_backward_kernel, signature=sig, constexprs=consts), target=target,
-                          options=dict(num_warps=cfg["num_warps"]))
+    arg_types = {**{p: "*fp32" for p in ptrs}, "B": "i32"}
+    return aot_compile(_chain_backward_kernel, arg_types, constexprs(dims, has_gv, has_ge, sg, cfg), target,
+                       cfg["num_warps"])

@@ -18,7 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from dacer2.kernels.critic_action_grad import _mish_and_grad
+from dacer2.kernels.building_blocks import (action_pad, aot_compile, mish_and_grad, posterior_step, store_obs_share,
+                                            uniform_hidden_supported)
 
 
 @triton.jit
@@ -44,15 +45,7 @@ def _chain_forward_kernel(
     scr = scratch_ptr + pid * BLOCK_B * H
     rr = tl.arange(0, BLOCK_B)
 
-    for n0 in range(0, H, BLOCK_N):
-        cn = n0 + tl.arange(0, BLOCK_N)
-        acc = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-        for k0 in range(0, S, BLOCK_K):
-            ck = k0 + tl.arange(0, BLOCK_K)
-            o = tl.load(obs_ptr + rows[:, None] * S + ck[None, :], mask=rmask[:, None] & (ck[None, :] < S), other=0.0)
-            w = tl.load(packed_ptr + W1O + ck[:, None] * H + cn[None, :], mask=(ck[:, None] < S), other=0.0)
-            acc += tl.dot(o, w, input_precision="ieee")
-        tl.store(scr + rr[:, None] * H + cn[None, :], acc)
+    store_obs_share(obs_ptr, packed_ptr + W1O, rows, rmask, scr, S, H, BLOCK_B, BLOCK_K, BLOCK_N)
     tl.debug_barrier()
 
     x = tl.load(noise_ptr + ra_idx, mask=ra_mask, other=0.0)
@@ -67,7 +60,7 @@ def _chain_forward_kernel(
             z += tl.load(packed_ptr + SB + t * H + cn)[None, :]
             wx = tl.load(packed_ptr + W1X + cols_a[:, None] * H + cn[None, :], mask=amask[:, None], other=0.0)
             z += tl.dot(x, wx, input_precision="ieee")
-            h, d = _mish_and_grad(z)
+            h, d = mish_and_grad(z)
             tl.store(step_h + rows[:, None] * H + cn[None, :], h, mask=rmask[:, None])
             tl.store(step_d + rows[:, None] * H + cn[None, :], d, mask=rmask[:, None])
         tl.debug_barrier()
@@ -82,7 +75,7 @@ def _chain_forward_kernel(
                     hk = tl.load(src + rows[:, None] * H + ck[None, :], mask=rmask[:, None], other=0.0)
                     w = tl.load(wl + ck[:, None] * H + cn[None, :])
                     acc += tl.dot(hk, w, input_precision="ieee")
-                h, d = _mish_and_grad(acc)
+                h, d = mish_and_grad(acc)
                 tl.store(step_h + l * B * H + rows[:, None] * H + cn[None, :], h, mask=rmask[:, None])
                 tl.store(step_d + l * B * H + rows[:, None] * H + cn[None, :], d, mask=rmask[:, None])
             tl.debug_barrier()
@@ -94,12 +87,7 @@ def _chain_forward_kernel(
             w = tl.load(packed_ptr + WO + ck[:, None] * A + cols_a[None, :], mask=amask[None, :], other=0.0)
             e += tl.dot(hk, w, input_precision="ieee")
         tl.store(eps_ptr + k * B * A + ra_idx, e, mask=ra_mask)
-        cx = tl.load(sched_ptr + t)
-        ce = tl.load(sched_ptr + T + t)
-        c1 = tl.load(sched_ptr + 2 * T + t)
-        c2 = tl.load(sched_ptr + 3 * T + t)
-        sd = tl.load(sched_ptr + 4 * T + t)
-        x_new = c1 * tl.minimum(tl.maximum(cx * x - ce * e, -1.0), 1.0) + c2 * x
+        x_new, sd = posterior_step(sched_ptr, t, T, x, e)
         if t > 0:
             x_new += sd * tl.load(noise_ptr + (k + 1) * B * A + ra_idx, mask=ra_mask, other=0.0)
         x = tl.where(ra_mask, x_new, 0.0)
@@ -111,13 +99,12 @@ CONFIGS = {"default": dict(BLOCK_B=32, BLOCK_K=32, BLOCK_N=64, num_warps=4)}
 
 
 def supported(dims, dtype) -> bool:
-    hidden = dims[3:]
-    return dtype == torch.float32 and len(set(hidden)) == 1 and hidden[0] % 64 == 0
+    return uniform_hidden_supported(dims[3:], dtype)
 
 
 def constexprs(dims, cfg) -> dict:
     S, A, T, *hidden = dims
-    return dict(S=S, A=A, T=T, H=hidden[0], L=len(hidden), A_PAD=max(16, triton.next_power_of_2(A)),
+    return dict(S=S, A=A, T=T, H=hidden[0], L=len(hidden), A_PAD=action_pad(A),
                 BLOCK_B=cfg["BLOCK_B"], BLOCK_K=cfg["BLOCK_K"], BLOCK_N=cfg["BLOCK_N"])
 
 
@@ -138,12 +125,8 @@ def launch(obs, packed, dims, sched, noise, cfg=None):
 
 def compile_for(target, dims, cfg=None):
     """Ahead-of-time compile for `target` (no GPU needed)."""
-    from triton.compiler import ASTSource
-
     cfg = cfg or CONFIGS["default"]
-    consts = constexprs(dims, cfg)
     ptrs = ("obs_ptr", "packed_ptr", "sched_ptr", "noise_ptr", "action_ptr", "visited_ptr", "eps_ptr",
             "saved_h_ptr", "saved_d_ptr", "scratch_ptr")
-    sig = {**{p: "*fp32" for p in ptrs}, "B": "i32", **{k: "constexpr" for k in consts}}
-    return triton.compile(ASTSource(fn=_chain_forward_kernel, signature=sig, constexprs=consts), target=target,
-                          options=dict(num_warps=cfg["num_warps"]))
+    arg_types = {**{p: "*fp32" for p in ptrs}, "B": "i32"}
+    return aot_compile(_chain_forward_kernel, arg_types, constexprs(dims, cfg), target, cfg["num_warps"])

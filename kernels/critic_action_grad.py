@@ -16,13 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _mish_and_grad(z):
-    e = tl.exp(tl.minimum(z, 20.0))
-    n = e * (e + 2.0)
-    tq = n / (n + 2.0)
-    return z * tq, tq + z * (1.0 - tq * tq) * e / (1.0 + e)
+from dacer2.kernels.building_blocks import action_pad, aot_compile, mish_and_grad, uniform_hidden_supported
 
 
 @triton.jit
@@ -65,7 +59,7 @@ def _critic_grad_kernel(
             wa = tl.load(packed_ptr + c * IN0 * H + (S + ca[:, None]) * H + cn[None, :], mask=amask[:, None],
                          other=0.0)
             z += tl.dot(a_tile, wa, input_precision="ieee")
-            h, d = _mish_and_grad(z)
+            h, d = mish_and_grad(z)
             base = scr + ((c * L + 0) * 2) * BLOCK_M * H
             tl.store(base + rr[:, None] * H + cn[None, :], h)
             tl.store(base + BLOCK_M * H + rr[:, None] * H + cn[None, :], d)
@@ -83,7 +77,7 @@ def _critic_grad_kernel(
                     hk = tl.load(src + rr[:, None] * H + ck[None, :])
                     w = tl.load(wl + ck[:, None] * H + cn[None, :])
                     z += tl.dot(hk, w, input_precision="ieee")
-                h, d = _mish_and_grad(z)
+                h, d = mish_and_grad(z)
                 tl.store(dst + rr[:, None] * H + cn[None, :], h)
                 tl.store(dst + BLOCK_M * H + rr[:, None] * H + cn[None, :], d)
             tl.debug_barrier()
@@ -156,13 +150,12 @@ CONFIGS = {"default": dict(BLOCK_M=32, BLOCK_K=32, BLOCK_N=64, num_warps=4)}
 
 
 def supported(dims, dtype) -> bool:
-    hidden = dims[2:]
-    return dtype == torch.float32 and len(set(hidden)) == 1 and hidden[0] % 64 == 0
+    return uniform_hidden_supported(dims[2:], dtype)
 
 
 def constexprs(dims, mode, cfg) -> dict:
     S, A, *hidden = dims
-    return dict(S=S, A=A, H=hidden[0], L=len(hidden), MODE=int(mode), A_PAD=max(16, triton.next_power_of_2(A)),
+    return dict(S=S, A=A, H=hidden[0], L=len(hidden), MODE=int(mode), A_PAD=action_pad(A),
                 BLOCK_M=cfg["BLOCK_M"], BLOCK_K=cfg["BLOCK_K"], BLOCK_N=cfg["BLOCK_N"])
 
 
@@ -185,11 +178,7 @@ def launch(obs, action, packed, dims, mode, cfg=None):
 
 def compile_for(target, dims, mode, cfg=None):
     """Ahead-of-time compile for `target` (no GPU needed)."""
-    from triton.compiler import ASTSource
-
     cfg = cfg or CONFIGS["default"]
-    consts = constexprs(dims, mode, cfg)
-    sig = dict(obs_ptr="*fp32", act_ptr="*fp32", packed_ptr="*fp32", q_ptr="*fp32", g_ptr="*fp32",
-               scratch_ptr="*fp32", M="i32", B="i32", **{k: "constexpr" for k in consts})
-    return triton.compile(ASTSource(fn=_critic_grad_kernel, signature=sig, constexprs=consts), target=target,
-                          options=dict(num_warps=cfg["num_warps"]))
+    arg_types = dict(obs_ptr="*fp32", act_ptr="*fp32", packed_ptr="*fp32", q_ptr="*fp32", g_ptr="*fp32",
+                     scratch_ptr="*fp32", M="i32", B="i32")
+    return aot_compile(_critic_grad_kernel, arg_types, constexprs(dims, mode, cfg), target, cfg["num_warps"])

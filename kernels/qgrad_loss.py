@@ -14,18 +14,13 @@ import torch
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _target_scale(g, w_ptr, rows, rmask, B):
-    nrm = tl.sqrt(tl.sum(g * g, axis=1))
-    w = tl.load(w_ptr + rows // B, mask=rmask, other=0.0)
-    return -w / (nrm + 1e-8)
+from dacer2.kernels.building_blocks import aot_compile
 
 
 @triton.jit
-def _qgrad_loss_kernel(eps_ptr, g_ptr, w_ptr, partial_ptr, R, B, A: tl.constexpr, A_PAD: tl.constexpr,
-                       BLOCK_R: tl.constexpr):
-    pid = tl.program_id(0)
+def _residual_rows(eps_ptr, g_ptr, w_ptr, pid, R, B, A: tl.constexpr, A_PAD: tl.constexpr, BLOCK_R: tl.constexpr):
+    """This program's rows of eps - u with the target u = -w_k g / (||g|| + 1e-8) (zero outside the shape), and
+    their offsets and mask."""
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, A_PAD)
     rmask = rows < R
@@ -33,8 +28,16 @@ def _qgrad_loss_kernel(eps_ptr, g_ptr, w_ptr, partial_ptr, R, B, A: tl.constexpr
     offs = rows[:, None].to(tl.int64) * A + cols[None, :]
     g = tl.load(g_ptr + offs, mask=mask, other=0.0)
     e = tl.load(eps_ptr + offs, mask=mask, other=0.0)
-    scale = _target_scale(g, w_ptr, rows, rmask, B)
-    d = tl.where(mask, e - scale[:, None] * g, 0.0)
+    w = tl.load(w_ptr + rows // B, mask=rmask, other=0.0)
+    scale = -w / (tl.sqrt(tl.sum(g * g, axis=1)) + 1e-8)
+    return tl.where(mask, e - scale[:, None] * g, 0.0), offs, mask
+
+
+@triton.jit
+def _qgrad_loss_kernel(eps_ptr, g_ptr, w_ptr, partial_ptr, R, B, A: tl.constexpr, A_PAD: tl.constexpr,
+                       BLOCK_R: tl.constexpr):
+    pid = tl.program_id(0)
+    d, _, _ = _residual_rows(eps_ptr, g_ptr, w_ptr, pid, R, B, A, A_PAD, BLOCK_R)
     tl.store(partial_ptr + pid, tl.sum(tl.sum(d * d, axis=1), axis=0))
 
 
@@ -42,24 +45,20 @@ def _qgrad_loss_kernel(eps_ptr, g_ptr, w_ptr, partial_ptr, R, B, A: tl.constexpr
 def _qgrad_loss_backward_kernel(grad_ptr, eps_ptr, g_ptr, w_ptr, out_ptr, R, B, inv_n, A: tl.constexpr,
                                 A_PAD: tl.constexpr, BLOCK_R: tl.constexpr):
     pid = tl.program_id(0)
-    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.arange(0, A_PAD)
-    rmask = rows < R
-    mask = rmask[:, None] & (cols[None, :] < A)
-    offs = rows[:, None].to(tl.int64) * A + cols[None, :]
-    g = tl.load(g_ptr + offs, mask=mask, other=0.0)
-    e = tl.load(eps_ptr + offs, mask=mask, other=0.0)
-    scale = _target_scale(g, w_ptr, rows, rmask, B)
-    up = tl.load(grad_ptr)
-    tl.store(out_ptr + offs, 2.0 * (e - scale[:, None] * g) * up * inv_n, mask=mask)
+    d, offs, mask = _residual_rows(eps_ptr, g_ptr, w_ptr, pid, R, B, A, A_PAD, BLOCK_R)
+    tl.store(out_ptr + offs, 2.0 * d * tl.load(grad_ptr) * inv_n, mask=mask)
 
 
 CONFIGS = {"default": dict(BLOCK_R=128, num_warps=4)}
 
 
+def constexprs(A, cfg) -> dict:
+    return dict(A=A, A_PAD=triton.next_power_of_2(A), BLOCK_R=cfg["BLOCK_R"])
+
+
 def _meta(eps, cfg):
     T, B, A = eps.shape
-    return T * B, B, dict(A=A, A_PAD=triton.next_power_of_2(A), BLOCK_R=cfg["BLOCK_R"])
+    return T * B, B, constexprs(A, cfg)
 
 
 def loss(eps, g, weight, cfg=None):
@@ -85,10 +84,7 @@ def loss_backward(grad, eps, g, weight, cfg=None):
 
 def compile_for(target, A, cfg=None, backward=False):
     """Ahead-of-time compile for `target` (no GPU needed)."""
-    from triton.compiler import ASTSource
-
     cfg = cfg or CONFIGS["default"]
-    meta = dict(A=A, A_PAD=triton.next_power_of_2(A), BLOCK_R=cfg["BLOCK_R"])
     if backward:
         sig = dict(grad_ptr="*fp32", eps_ptr="*fp32", g_ptr="*fp32", w_ptr="*fp32", out_ptr="*fp32", R="i32",
                    B="i32", inv_n="fp32")
@@ -96,6 +92,4 @@ def compile_for(target, A, cfg=None, backward=False):
     else:
         sig = dict(eps_ptr="*fp32", g_ptr="*fp32", w_ptr="*fp32", partial_ptr="*fp32", R="i32", B="i32")
         fn = _qgrad_loss_kernel
-    sig.update({k: "constexpr" for k in meta})
-    return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=meta), target=target,
-                          options=dict(num_warps=cfg["num_warps"]))
+    return aot_compile(fn, sig, constexprs(A, cfg), target, cfg["num_warps"])

@@ -23,6 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
+from dacer2.kernels.building_blocks import (action_pad, aot_compile, mish, posterior_step, store_obs_share,
+                                            uniform_hidden_supported)
+
 
 @triton.jit
 def _hash32(x):
@@ -47,13 +50,6 @@ def _normal(seed_lo, offset, idx):
     u1 = ((a >> 8) + 1).to(tl.float32) * 5.9604644775390625e-8
     u2 = (b >> 8).to(tl.float32) * 5.9604644775390625e-8
     return tl.sqrt(-2.0 * tl.log(u1)) * tl.cos(6.283185307179586 * u2)
-
-
-@triton.jit
-def _mish(z):
-    e = tl.exp(tl.minimum(z, 20.0))
-    n = e * (e + 2.0)
-    return z * n / (n + 2.0)
 
 
 @triton.jit
@@ -85,15 +81,7 @@ def _sample_chain_kernel(
     ra_idx = rows[:, None].to(tl.int64) * A + cols_a[None, :]
 
     # ---- observation share of layer 1, once per call ----
-    for n0 in range(0, H, BLOCK_N):
-        cn = n0 + tl.arange(0, BLOCK_N)
-        acc = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-        for k0 in range(0, S, BLOCK_K):
-            ck = k0 + tl.arange(0, BLOCK_K)
-            o = tl.load(obs_ptr + rows[:, None] * S + ck[None, :], mask=rmask[:, None] & (ck[None, :] < S), other=0.0)
-            w = tl.load(packed_ptr + W1O + ck[:, None] * H + cn[None, :], mask=(ck[:, None] < S), other=0.0)
-            acc += tl.dot(o, w, input_precision="ieee")
-        tl.store(scr + rr[:, None] * H + cn[None, :], acc)
+    store_obs_share(obs_ptr, packed_ptr + W1O, rows, rmask, scr, S, H, BLOCK_B, BLOCK_K, BLOCK_N)
     tl.debug_barrier()
 
     # ---- initial x ----
@@ -112,7 +100,7 @@ def _sample_chain_kernel(
             z += tl.load(packed_ptr + SB + t * H + cn)[None, :]
             wx = tl.load(packed_ptr + W1X + cols_a[:, None] * H + cn[None, :], mask=amask[:, None], other=0.0)
             z += tl.dot(x, wx, input_precision="ieee")
-            tl.store(scr + BLOCK_B * H + rr[:, None] * H + cn[None, :], _mish(z))
+            tl.store(scr + BLOCK_B * H + rr[:, None] * H + cn[None, :], mish(z))
         tl.debug_barrier()
         # hidden layers 2..L: ping <-> pong
         for l in range(1, L):
@@ -127,7 +115,7 @@ def _sample_chain_kernel(
                     h = tl.load(src + rr[:, None] * H + ck[None, :])
                     w = tl.load(wl + ck[:, None] * H + cn[None, :])
                     acc += tl.dot(h, w, input_precision="ieee")
-                tl.store(dst + rr[:, None] * H + cn[None, :], _mish(acc))
+                tl.store(dst + rr[:, None] * H + cn[None, :], mish(acc))
             tl.debug_barrier()
         # output layer from the last written buffer
         last = scr + (1 + (L - 1) % 2) * BLOCK_B * H
@@ -137,14 +125,7 @@ def _sample_chain_kernel(
             h = tl.load(last + rr[:, None] * H + ck[None, :])
             w = tl.load(packed_ptr + WO + ck[:, None] * A + cols_a[None, :], mask=amask[None, :], other=0.0)
             eps += tl.dot(h, w, input_precision="ieee")
-        # posterior update
-        cx = tl.load(sched_ptr + t)
-        ce = tl.load(sched_ptr + T + t)
-        c1 = tl.load(sched_ptr + 2 * T + t)
-        c2 = tl.load(sched_ptr + 3 * T + t)
-        sd = tl.load(sched_ptr + 4 * T + t)
-        x0 = tl.minimum(tl.maximum(cx * x - ce * eps, -1.0), 1.0)
-        x_new = c1 * x0 + c2 * x
+        x_new, sd = posterior_step(sched_ptr, t, T, x, eps)
         if CHAIN_NOISE:
             if t > 0:
                 if HAS_NOISE:
@@ -172,8 +153,7 @@ CONFIGS = {
 
 
 def supported(dims, dtype) -> bool:
-    hidden = dims[3:]
-    return dtype == torch.float32 and len(set(hidden)) == 1 and hidden[0] % 64 == 0
+    return uniform_hidden_supported(dims[3:], dtype)
 
 
 def pick_config(batch: int) -> dict:
@@ -182,7 +162,7 @@ def pick_config(batch: int) -> dict:
 
 def constexprs(dims, has_noise, chain_noise, explore, cfg) -> dict:
     S, A, T, *hidden = dims
-    return dict(S=S, A=A, T=T, H=hidden[0], L=len(hidden), A_PAD=max(16, triton.next_power_of_2(A)),
+    return dict(S=S, A=A, T=T, H=hidden[0], L=len(hidden), A_PAD=action_pad(A),
                 BLOCK_B=cfg["BLOCK_B"], BLOCK_K=cfg["BLOCK_K"], BLOCK_N=cfg["BLOCK_N"], HAS_NOISE=bool(has_noise),
                 CHAIN_NOISE=bool(chain_noise), EXPLORE=bool(explore))
 
@@ -214,9 +194,5 @@ POINTER_ARGS = dict(obs_ptr="*fp32", packed_ptr="*fp32", sched_ptr="*fp32", alph
 def compile_for(target, dims, cfg, has_noise=False, chain_noise=True, explore=True):
     """Ahead-of-time compile of one config for `target` (a triton GPUTarget): no GPU needed. Used by the tests
     to catch shapes the real compiler rejects (the interpreter accepts tl.dot tiles it would not)."""
-    from triton.compiler import ASTSource
-
     consts = constexprs(dims, has_noise, chain_noise, explore, cfg)
-    signature = dict(POINTER_ARGS, **{k: "constexpr" for k in consts})
-    src = ASTSource(fn=_sample_chain_kernel, signature=signature, constexprs=consts)
-    return triton.compile(src, target=target, options=dict(num_warps=cfg["num_warps"]))
+    return aot_compile(_sample_chain_kernel, POINTER_ARGS, consts, target, cfg["num_warps"])
