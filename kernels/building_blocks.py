@@ -28,6 +28,19 @@ def mish_and_grad(z):
 
 
 @triton.jit
+def packed_offsets(S: tl.constexpr, A: tl.constexpr, T: tl.constexpr, H: tl.constexpr, L: tl.constexpr):
+    """Where each block of the packed denoiser starts (layout: csrc/kernels.h): layer 1's obs rows, its action
+    rows, the per-step biases, the hidden layers (weight then bias), the output weight, the output bias."""
+    W1O = 0
+    W1X = W1O + S * H
+    SB = W1X + A * H
+    HID = SB + T * H
+    WO = HID + (L - 1) * (H * H + H)
+    BO = WO + H * A
+    return W1O, W1X, SB, HID, WO, BO
+
+
+@triton.jit
 def store_obs_share(obs_ptr, w1o_ptr, rows, rmask, dst, S: tl.constexpr, H: tl.constexpr, BLOCK_B: tl.constexpr,
                     BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
     """dst[BLOCK_B, H] = obs[rows] @ W1_obs: the part of layer 1 that is the same at every denoising step."""

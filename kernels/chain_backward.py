@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from dacer2.kernels.building_blocks import action_pad, aot_compile, uniform_hidden_supported
+from dacer2.kernels.building_blocks import action_pad, aot_compile, packed_offsets, uniform_hidden_supported
 
 
 @triton.jit
@@ -38,12 +38,7 @@ def _chain_backward_kernel(
     amask = ca < A
     ra_mask = rmask[:, None] & amask[None, :]
     ra_idx = rows[:, None].to(tl.int64) * A + ca[None, :]
-    W1O = 0
-    W1X = W1O + S * H
-    SB = W1X + A * H
-    HID = SB + T * H
-    WO = HID + (L - 1) * (H * H + H)
-    BO = WO + H * A
+    W1O, W1X, SB, HID, WO, BO = packed_offsets(S, A, T, H, L)
     part = part_ptr + pid * P
     # scratch: [2 ping-pong][2 streams][BLOCK_B, H] deltas, [BLOCK_B, H] stream sum, [BLOCK_B, H] layer-1 acc
     BH: tl.constexpr = BLOCK_B * H

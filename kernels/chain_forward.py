@@ -18,8 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from dacer2.kernels.building_blocks import (action_pad, aot_compile, mish_and_grad, posterior_step, store_obs_share,
-                                            uniform_hidden_supported)
+from dacer2.kernels.building_blocks import (action_pad, aot_compile, mish_and_grad, packed_offsets, posterior_step,
+                                            store_obs_share, uniform_hidden_supported)
 
 
 @triton.jit
@@ -36,12 +36,7 @@ def _chain_forward_kernel(
     amask = cols_a < A
     ra_mask = rmask[:, None] & amask[None, :]
     ra_idx = rows[:, None].to(tl.int64) * A + cols_a[None, :]
-    W1O = 0
-    W1X = W1O + S * H
-    SB = W1X + A * H
-    HID = SB + T * H
-    WO = HID + (L - 1) * (H * H + H)
-    BO = WO + H * A
+    W1O, W1X, SB, HID, WO, BO = packed_offsets(S, A, T, H, L)
     scr = scratch_ptr + pid * BLOCK_B * H
     rr = tl.arange(0, BLOCK_B)
 

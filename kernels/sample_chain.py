@@ -23,8 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-from dacer2.kernels.building_blocks import (action_pad, aot_compile, mish, posterior_step, store_obs_share,
-                                            uniform_hidden_supported)
+from dacer2.kernels.building_blocks import (action_pad, aot_compile, mish, packed_offsets, posterior_step,
+                                            store_obs_share, uniform_hidden_supported)
 
 
 @triton.jit
@@ -65,13 +65,7 @@ def _sample_chain_kernel(
     cols_a = tl.arange(0, A_PAD)
     amask = cols_a < A
     ra_mask = rmask[:, None] & amask[None, :]
-    # packed layout offsets (csrc/kernels.h)
-    W1O = 0
-    W1X = W1O + S * H
-    SB = W1X + A * H
-    HID = SB + T * H
-    WO = HID + (L - 1) * (H * H + H)
-    BO = WO + H * A
+    W1O, W1X, SB, HID, WO, BO = packed_offsets(S, A, T, H, L)
     # per-program scratch: [3, BLOCK_B, H] = obs share, ping, pong
     scr = scratch_ptr + pid * 3 * BLOCK_B * H
     rr = tl.arange(0, BLOCK_B)
