@@ -26,12 +26,12 @@ def trial_overrides(args: list[str]) -> dict:
 
 def sweep_main(argv: list[str] | None = None) -> int:
     config, rest = tyro.cli(SweepConfig, args=argv, return_unknown_args=True)
-    from dacer2.envs import EnvError
+    from dacer2.cli import USER_ERRORS
     from dacer2.sweep import run_sweep
 
     try:
         result = run_sweep(config, trial_overrides(rest))
-    except (SweepError, EnvError, ValueError) as exc:
+    except USER_ERRORS as exc:  # SweepError is a ValueError too
         print(f"dacer2-sweep: error: {exc}", file=sys.stderr)
         return 2
     if result.summary:
