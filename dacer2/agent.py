@@ -248,6 +248,7 @@ class DACER2Agent(nn.Module):
         self.critic_optimizer.step()
         if update_policy:
             self.actor_optimizer.step()
+        if self.num_updates % cfg.target_every == 0:
             with torch.no_grad():
                 torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), cfg.tau)
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-Algo = Literal["dacer2", "dacer", "dacer2-no-weight", "dacer2-no-qgrad"]
+Algo = Literal["dacer2", "dacer", "dacer2-no-weight", "dacer2-no-qgrad", "gaussian"]
 
 # SPEC section 3/5: DACER uses 20 steps and no Q-gradient loss; the ablations drop one DACER2 ingredient each.
 ALGO_PRESETS: dict[str, dict] = {
@@ -19,7 +19,11 @@ ALGO_PRESETS: dict[str, dict] = {
     "dacer": dict(diffusion_steps=20, use_qgrad=False, temporal_weighting=False),
     "dacer2-no-weight": dict(diffusion_steps=5, use_qgrad=True, temporal_weighting=False),
     "dacer2-no-qgrad": dict(diffusion_steps=5, use_qgrad=False, temporal_weighting=True),
+    # The SAC-style baseline: the same agent with a Gaussian head in place of the chain (dacer2/gaussian.py). No
+    # chain steps, so no L_g; its actor has no fused kernels, so it always runs the reference path.
+    "gaussian": dict(diffusion_steps=5, use_qgrad=False, temporal_weighting=False),
 }
+GAUSSIAN_ALGO = "gaussian"
 
 # Environment presets by env-id prefix. noise_scale and learning_starts are the papers'; eta is ours: the paper
 # uses 1.0 or 0.01 per task group without saying which task is which, so these are provisional until our own
@@ -59,8 +63,9 @@ class TrainConfig:
     env_id: str = "InvertedPendulum-v5"
     """Gymnasium id of a task with a bounded Box action space (e.g. Hopper-v5, HalfCheetah-v5, dacer2/MultiGoal-v0)."""
     algo: Algo = "dacer2"
-    """Algorithm preset: dacer2 (T=5, Q-gradient loss, temporal weight), dacer (T=20, no Q-gradient loss), or an
-    ablation (dacer2-no-weight: w(t)=1; dacer2-no-qgrad: eta=0)."""
+    """Algorithm preset: dacer2 (T=5, Q-gradient loss, temporal weight), dacer (T=20, no Q-gradient loss), an
+    ablation (dacer2-no-weight: w(t)=1; dacer2-no-qgrad: eta=0), or gaussian (the SAC-style baseline: the same
+    critics, entropy regulator and loop with a diagonal Gaussian policy head instead of the chain)."""
     total_steps: Optional[int] = None
     """Environment steps to train for, summed over the parallel envs (default: the env preset, 1M for MuJoCo
     locomotion, a few minutes' worth for the quick-start InvertedPendulum-v5)."""
@@ -143,7 +148,10 @@ class TrainConfig:
     tau: float = 0.005
     """Polyak rate of the target critics and of the critics' running sigma statistic."""
     delay: int = 2
-    """The policy and the target critics are updated every this many updates."""
+    """The policy is updated every this many updates (and the target critics too, unless --target-every is set)."""
+    target_every: Optional[int] = None
+    """The target critics move toward the critics (Polyak, --tau) every this many updates (SPEC: with the policy,
+    every --delay updates; the quick-start preset uses 1)."""
     reward_scale: float = 0.2
     """Rewards are multiplied by this before the critic sees them."""
     actor_lr: Optional[float] = None
@@ -178,8 +186,12 @@ class TrainConfig:
             cfg.temporal_weighting = algo["temporal_weighting"]
         if cfg.eta is None:
             cfg.eta = env["eta"] if algo["use_qgrad"] else 0.0
+        if cfg.algo == GAUSSIAN_ALGO:  # recorded in config.json so the run says what its agent did
+            cfg.eta, cfg.backend = 0.0, "reference"
         if cfg.noise_scale is None:
             cfg.noise_scale = env["noise_scale"]
+        if cfg.target_every is None:
+            cfg.target_every = env.get("target_every", cfg.delay)
         for name in ("total_steps", "actor_lr", "critic_lr", "alpha_every"):
             if getattr(cfg, name) is None:
                 setattr(cfg, name, env[name])
@@ -200,6 +212,7 @@ class TrainConfig:
             (self.eval_every > 0 and self.log_every > 0, "--eval-every and --log-every must be positive"),
             (self.eval_episodes >= 0, f"--eval-episodes must be >= 0, got {self.eval_episodes}"),
             (self.delay >= 1, f"--delay must be >= 1, got {self.delay}"),
+            (self.target_every is None or self.target_every >= 1, f"--target-every must be >= 1, got {self.target_every}"),
             (self.alpha_every is None or self.alpha_every >= 1, f"--alpha-every must be >= 1, got {self.alpha_every}"),
             (self.initial_alpha > 0, f"--initial-alpha must be positive, got {self.initial_alpha}"),
             (0 < self.gamma <= 1 and 0 < self.tau <= 1, "--gamma and --tau must lie in (0, 1]"),

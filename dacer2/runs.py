@@ -67,7 +67,7 @@ def read_eval_history(metrics_csv: Path) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def run_label(run_dir: Path, config: dict) -> str:
-    marker = run_dir / "policy.json"  # written by the Gaussian comparison trainer
+    marker = run_dir / "policy.json"  # written by the Gaussian trainer before it became --algo gaussian
     if marker.is_file():
         return json.loads(marker.read_text()).get("policy_family", config.get("algo", "?"))
     return str(config.get("algo", "?"))

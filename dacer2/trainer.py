@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from dacer2 import __version__
 from dacer2.agent import DACER2Agent
 from dacer2.checkpoint import CheckpointError, CheckpointManager, publish_copy
-from dacer2.config import TrainConfig
+from dacer2.config import GAUSSIAN_ALGO, TrainConfig
 from dacer2.envs import make_vector_env
 from dacer2.envs.state import capture_env_state, restore_env_state
 from dacer2.evaluation import evaluate
@@ -157,10 +157,19 @@ AgentFactory = Callable[[int, int, TrainConfig, torch.device], DACER2Agent]
 EvalCallback = Callable[[dict[str, float]], None]
 
 
-def train(config: TrainConfig, agent_factory: AgentFactory = DACER2Agent, on_eval: EvalCallback | None = None) -> TrainResult:
+def agent_class(cfg: TrainConfig) -> AgentFactory:
+    """The agent an --algo trains: DACER2Agent for every diffusion preset, GaussianAgent for the baseline."""
+    if cfg.algo == GAUSSIAN_ALGO:
+        from dacer2.gaussian_agent import GaussianAgent
+
+        return GaussianAgent
+    return DACER2Agent
+
+
+def train(config: TrainConfig, agent_factory: AgentFactory | None = None, on_eval: EvalCallback | None = None) -> TrainResult:
     """Run (or, with config.resume, continue) one training run. `agent_factory(obs_dim, action_dim, cfg, device)`
-    builds the agent: a DACER2Agent, or a subclass that swaps the policy (the Gaussian comparison does).
-    `on_eval` sees each evaluation as it happens (sweeps forward it to Ray Tune)."""
+    builds the agent (default: the one --algo names, see agent_class). `on_eval` sees each evaluation as it
+    happens (sweeps forward it to Ray Tune)."""
     resume_payload = None
     if config.resume:
         cfg, resume_path, resume_payload = _load_resume(config)
@@ -184,7 +193,7 @@ def train(config: TrainConfig, agent_factory: AgentFactory = DACER2Agent, on_eva
         raise ValueError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}") from None
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
 
-    agent = agent_factory(obs_dim, action_dim, cfg, device)
+    agent = (agent_factory or agent_class(cfg))(obs_dim, action_dim, cfg, device)
     buffer = ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, cfg.batch_size, device, seed=cfg.seed)
 
     # Loop state: everything besides agent, buffer and envs that an exact resume needs.

@@ -10,6 +10,14 @@ def test_algo_presets():
     assert (dacer.diffusion_steps, dacer.eta) == (20, 0.0)
     assert TrainConfig(algo="dacer2-no-weight").resolved().temporal_weighting is False
     assert TrainConfig(algo="dacer2-no-qgrad").resolved().eta == 0.0
+    # The Gaussian baseline has no chain to supervise and no fused kernels, even if the user asks for them.
+    gauss = TrainConfig(algo="gaussian", eta=1.0, backend="fused").resolved()
+    assert (gauss.eta, gauss.backend) == (0.0, "reference")
+
+
+def test_target_every_defaults_to_the_policy_delay():
+    assert TrainConfig(env_id="Hopper-v5", delay=3).resolved().target_every == 3
+    assert TrainConfig(env_id="Hopper-v5", delay=3, target_every=1).resolved().target_every == 1
 
 
 def test_env_presets_and_user_values_win():
