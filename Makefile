@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.dacer2-installed
 RAY_STAMP := $(VENV)/.dacer2-ray-installed
 
-.PHONY: install install-ray train sweep test bench clean
+.PHONY: install install-ray train sweep test bench results clean
 
 # --no-build-isolation: the C++ extension builds against the pinned CPU torch, never a freshly resolved CUDA one.
 $(STAMP): requirements-cpu.txt pyproject.toml setup.py $(wildcard csrc/*)
@@ -34,6 +34,10 @@ sweep: install-ray
 test: install-ray
 	$(BIN)/python -m pytest tests $(ARGS)
 	$(BIN)/python -m pytest benchmarks --benchmark-disable --bench-no-save -q
+
+# docs/results.md's tables and figures, regenerated from the run files committed under results/.
+results: install
+	$(BIN)/python results/build_page.py
 
 bench: install
 	$(BIN)/python -m pytest benchmarks $(ARGS)

@@ -26,8 +26,14 @@ def test_env_presets_and_user_values_win():
     hopper = TrainConfig(env_id="Hopper-v5", total_steps=20_000).resolved()
     assert hopper.noise_scale == 0.1 and hopper.learning_starts == 2_000  # capped at a tenth of the budget
     assert (hopper.actor_lr, hopper.critic_lr, hopper.alpha_every, hopper.eta) == (1e-4, 1e-4, 10_000, 0.01)  # SPEC
+    assert (hopper.tau, hopper.target_every, hopper.actor_hidden, hopper.critic_hidden) == (0.005, 2, (256,) * 3, (256,) * 3)
     quick = TrainConfig().resolved()
-    assert (quick.env_id, quick.total_steps, quick.actor_lr, quick.critic_lr) == ("InvertedPendulum-v5", 5_000, 3e-4, 1e-3)
+    assert (quick.env_id, quick.total_steps, quick.actor_lr, quick.critic_lr) == ("InvertedPendulum-v5", 20_000, 3e-4, 1e-3)
+    assert (quick.tau, quick.target_every, quick.actor_hidden, quick.critic_hidden) == (0.01, 1, (64,) * 3, (64,) * 3)
+    # Presets match the env family exactly: HumanoidStandup is not Humanoid, InvertedDoublePendulum not the quick start.
+    assert TrainConfig(env_id="HumanoidStandup-v5").resolved().noise_scale == 0.1
+    assert TrainConfig(env_id="Humanoid-v5").resolved().noise_scale == 0.15
+    assert TrainConfig(env_id="InvertedDoublePendulum-v5").resolved().actor_hidden == (256,) * 3
     mine = TrainConfig(algo="dacer", eta=0.5, diffusion_steps=7, noise_scale=0.3, learning_starts=123).resolved()
     assert (mine.eta, mine.diffusion_steps, mine.noise_scale, mine.learning_starts) == (0.5, 7, 0.3, 123)
 
