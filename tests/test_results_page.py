@@ -1,0 +1,74 @@
+"""results/build_page.py: docs/results.md's generated block from committed run files (fake ones here)."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_plot import fake_run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def page_builder(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("build_page", ROOT / "results" / "build_page.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "build_page", module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(module, "FIGURES", tmp_path / "docs" / "figures")
+    monkeypatch.setattr(module, "PAGE", tmp_path / "docs" / "results.md")
+    module.PAGE.parent.mkdir(parents=True)
+    module.PAGE.write_text(f"# hand-written intro\n\n{module.BEGIN}\nstale\n{module.END}\n\nhand-written outro\n")
+    return module
+
+
+def finished_run(root, algo, seed, returns):
+    run = fake_run(root, f"Hopper-v5__{algo}__{seed}", "Hopper-v5", algo, seed, returns, step=10_000)
+    (run / "result.json").write_text(json.dumps({"env_steps": 10_000 * len(returns)}))
+    return run
+
+
+def test_page_tables_verdicts_and_missing_rows(page_builder):
+    runs = page_builder.RESULTS / "hopper-100k" / "runs"
+    for seed, (high, low) in enumerate([(900, 100), (1000, 120), (950, 90)]):
+        finished_run(runs, "dacer2", seed, [10, 500, high])
+        finished_run(runs, "gaussian", seed, [10, 50, low])
+    fake_run(runs, "Hopper-v5__dacer2-no-qgrad__0", "Hopper-v5", "dacer2-no-qgrad", 0, [10, 20])  # no result.json
+
+    assert page_builder.main() == 0
+    text = page_builder.PAGE.read_text()
+    assert text.startswith("# hand-written intro") and text.rstrip().endswith("hand-written outro")
+    assert "stale" not in text
+    # The papers' metric: the best evaluation in the last 10%, mean +- sample std over seeds.
+    assert f"| dacer2 | 3 | 950 +- 50 | 0: 900, 1: 1000, 2: 950 | 950 |" in text
+    assert "| dacer2-no-qgrad | 0 | missing | | |" in text  # unfinished runs stay out of the table
+    assert "Still running (not in the table): Hopper-v5__dacer2-no-qgrad__0." in text
+    assert "| dacer2 - gaussian | 847 |" in text and "yes, dacer2 higher" in text
+    assert (page_builder.FIGURES / "results_hopper-100k.png").stat().st_size > 10_000
+    missing = text[text.index("### Rows still missing"):]
+    assert "dacer2-no-qgrad: 0 1 2" in missing and "dacer2: 0" not in missing.splitlines()[4]
+    assert "--out-dir results/hopper-100k" in missing
+    # Regenerating from the same files gives the same page.
+    page_builder.main()
+    assert page_builder.PAGE.read_text() == text
+
+
+def test_welch_interval_against_a_hand_computed_case(page_builder):
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.0])
+    diff, low, high = page_builder.welch_interval(a, b)
+    se = math.sqrt(1.0 / 3 + 4.0 / 3)  # variances 1 and 4, three seeds each
+    df = (5.0 / 3) ** 2 / ((1.0 / 3) ** 2 / 2 + (4.0 / 3) ** 2 / 2)  # 2.94 -> 2
+    assert int(df) == 2
+    assert diff == -2.0 and high - diff == pytest.approx(4.303 * se)
+    assert low < 0 < high  # these three seeds do not separate the two
+
+
+def test_page_without_markers_is_refused(page_builder):
+    page_builder.PAGE.write_text("# no markers\n")
+    assert page_builder.main() == 2
