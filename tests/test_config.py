@@ -28,8 +28,8 @@ def test_env_presets_and_user_values_win():
     assert (hopper.actor_lr, hopper.critic_lr, hopper.alpha_every, hopper.eta) == (1e-4, 1e-4, 10_000, 0.01)  # SPEC
     assert (hopper.tau, hopper.target_every, hopper.actor_hidden, hopper.critic_hidden) == (0.005, 2, (256,) * 3, (256,) * 3)
     quick = TrainConfig().resolved()
-    assert (quick.env_id, quick.total_steps, quick.actor_lr, quick.critic_lr) == ("InvertedPendulum-v5", 20_000, 3e-4, 1e-3)
-    assert (quick.tau, quick.target_every, quick.actor_hidden, quick.critic_hidden) == (0.01, 1, (64,) * 3, (64,) * 3)
+    assert (quick.env_id, quick.total_steps, quick.actor_lr, quick.critic_lr) == ("InvertedPendulum-v5", 14_000, 3e-4, 1e-3)
+    assert (quick.tau, quick.target_every, quick.actor_hidden, quick.critic_hidden) == (0.02, 1, (64,) * 3, (64,) * 3)
     # Presets match the env family exactly: HumanoidStandup is not Humanoid, InvertedDoublePendulum not the quick start.
     assert TrainConfig(env_id="HumanoidStandup-v5").resolved().noise_scale == 0.1
     assert TrainConfig(env_id="Humanoid-v5").resolved().noise_scale == 0.15

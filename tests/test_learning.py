@@ -1,21 +1,28 @@
-"""DACER2 learns a real MuJoCo task within a small, stated budget (the slowest test: ~1 minute on 2 cores)."""
+"""DACER2 learns a real MuJoCo task: the quick-start preset, cut short (no timing here; `make train` runs it whole).
+
+InvertedPendulum-v5 with the quick-start preset (tau 0.02 every update, 3x64 networks, 3e-4/1e-3 rates, alpha
+every 250 updates) and its full DACER2 loss, stopped at 6,000 env steps (5,000 updates). An untrained policy
+balances for ~5 steps (return ~4). Measured at this point (best evaluation up to 6,000 steps, 10 episodes,
+1 thread): seeds 0/1/2 reached 166/167/294 (and 1000 by 7-9k steps), so the threshold of 80 leaves about a factor
+of two to the weakest seed measured while sitting 20x above the untrained policy.
+"""
+
+import torch
 
 from dacer2.config import TrainConfig
 from dacer2.trainer import train
 
-# InvertedPendulum-v5: an untrained (or random) policy balances for ~5 steps (return ~5). Budget: 3,000 env steps,
-# 2,000 updates of 64x64 networks. Threshold: a deterministic mean return of 40 over 5 episodes, 8x the untrained
-# policy's; measured runs of this configuration reached 60-80 by this point.
-BUDGET = dict(
-    env_id="InvertedPendulum-v5", total_steps=3_000, learning_starts=1_000, eval_every=1_000, eval_episodes=5,
-    actor_hidden=(64, 64), critic_hidden=(64, 64), actor_lr=3e-4, critic_lr=1e-3, eta=0.01, alpha_every=250,
-    entropy_states=64, progress=False, seed=0,
-)
-THRESHOLD = 40.0
+REDUCED_QUICK_START = dict(total_steps=6_000, eval_every=1_000, progress=False, seed=0, torch_threads=1)
+THRESHOLD = 80.0
 
 
-def test_dacer2_learns_inverted_pendulum(tmp_path):
-    result = train(TrainConfig(**BUDGET, run_dir=str(tmp_path / "run")))
+def test_quick_start_preset_learns_inverted_pendulum(tmp_path):
+    threads = torch.get_num_threads()
+    try:  # a fixed thread count, whatever other test modules set before
+        result = train(TrainConfig(**REDUCED_QUICK_START, run_dir=str(tmp_path / "run")))
+    finally:
+        torch.set_num_threads(threads)
     untrained = result.eval_history[0][1]  # evaluated at step 0
+    best = max(mean for _, mean, _ in result.eval_history)
     assert untrained < 20, f"the untrained policy already scores {untrained}: the threshold would mean nothing"
-    assert result.final_eval_mean >= THRESHOLD, f"eval history {result.eval_history}"
+    assert best >= THRESHOLD, f"eval history {result.eval_history}"
