@@ -1,4 +1,5 @@
-"""Regenerate docs/results.md's tables and figures from the committed run files under results/.
+"""Regenerate docs/results.md's tables and figures (and the README's quick-start curve) from the committed run
+files under results/.
 
     python results/build_page.py        (or: make results)
 
@@ -169,6 +170,17 @@ def generated_block() -> str:
     return "\n".join(lines + [END])
 
 
+def quickstart_figure() -> Path | None:
+    """The README's quick-start curve: `make train`'s preset, five seeds (results/quickstart/runs)."""
+    try:
+        runs = [load_run(d) for d in find_run_dirs([RESULTS / "quickstart" / "runs"])]
+    except RunError:
+        return None
+    figure = FIGURES / "quickstart_5seeds.png"
+    plot_learning_curves(runs, [figure], title=f"make train: InvertedPendulum-v5, {len(runs)} seeds")
+    return figure
+
+
 def main() -> int:
     if not PAGE.is_file() or BEGIN not in PAGE.read_text() or END not in PAGE.read_text():
         print(f"{PAGE} needs the markers {BEGIN!r} and {END!r}", file=sys.stderr)
@@ -177,6 +189,7 @@ def main() -> int:
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
     PAGE.write_text(head + generated_block() + tail)
+    quickstart_figure()
     print(f"wrote {PAGE} and its figures in {FIGURES}")
     return 0
 
