@@ -4,13 +4,31 @@ never destroys the previous checkpoint."""
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 FORMAT_VERSION = 1
+
+
+def _numpy_array_globals() -> list:
+    """What unpickling a plain numpy array needs (RNG states and observations are stored as arrays)."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    dtypes = [type(np.dtype(t)) for t in (np.bool_, np.int32, np.int64, np.uint32, np.uint64, np.float32, np.float64)]
+    return [_reconstruct, np.ndarray, np.dtype, *dtypes]
+
+
+# Checkpoints are loaded with torch's weights-only unpickler: tensors, Python containers and numbers, and these
+# numpy array types. Anything else (a class, a function) is refused, so a file from someone else cannot run code.
+SAFE_GLOBALS = _numpy_array_globals()
 
 
 class CheckpointError(ValueError):
@@ -47,7 +65,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:  # the weights-only unpickler met something that is not data
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"refused to load {path}: it holds Python objects{what}, not just tensors and arrays; dacer2 never "
+            "unpickles code from a checkpoint. A checkpoint written by dacer2 itself never needs this"
+        ) from None
     except Exception as exc:  # truncated or not a torch file: one clear line, not a pickle traceback
         raise CheckpointError(f"{path} is not a readable dacer2 checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or "format_version" not in payload:

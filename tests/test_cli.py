@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-import torch
+from dacer2.checkpoint import load_checkpoint
 
 
 def run_cli(*args, cwd=None):
@@ -20,7 +20,7 @@ def test_cli_smoke_run_writes_config_metrics_checkpoint(tmp_path):
     run = tmp_path / "cli-run"
     assert '"seed": 3' in (run / "config.json").read_text()
     assert len((run / "metrics.csv").read_text().splitlines()) >= 3
-    assert torch.load(run / "checkpoints" / "final.pt", weights_only=False)["config"]["seed"] == 3
+    assert load_checkpoint(run / "checkpoints" / "final.pt")["config"]["seed"] == 3
 
 
 def test_cli_help_explains_every_required_flag():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from dacer2.checkpoint import load_checkpoint
 from dacer2.envs import EnvError, make_vector_env
 from dacer2.config import TrainConfig
 from dacer2.trainer import agent_class, step_vector_env, train
@@ -63,7 +64,7 @@ def test_train_writes_run_directory(tmp_path, tiny_config):
     assert len(rows) >= 4
     assert [e[0] for e in result.eval_history] == [0, 150, 300]  # the untrained policy first
     assert list(run.glob("events.out.tfevents.*")), "no TensorBoard events"
-    state = torch.load(run / "checkpoints" / "final.pt", weights_only=False)
+    state = load_checkpoint(run / "checkpoints" / "final.pt")
     assert state["env_steps"] == 300 and state["agent"]["num_updates"] == result.updates
 
 

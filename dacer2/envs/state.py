@@ -3,16 +3,20 @@ checkpoint left it instead of restarting every episode (which would change what 
 bitwise resume).
 
 What a snapshot holds: the env's RNG state, the TimeLimit step counter, and the simulator state. MuJoCo tasks
-store the whole MjData (positions, velocities, solver warm-start, time); other envs opt in by defining
+store MuJoCo's full integration state (time, positions, velocities, actuator state, controls, applied forces and
+the solver's warm start: everything the next step depends on) as one float64 tensor; other envs opt in by defining
 `snapshot()` / `restore(state)` on the unwrapped env (the multi-goal task does). Envs that do neither are
-marked inexact: a resume resets them instead.
+marked inexact: a resume resets them instead. Nothing here is a pickle, so checkpoints load with torch's
+weights-only unpickler.
 """
 
 from __future__ import annotations
 
-import pickle
+import sys
 
 import gymnasium as gym
+import numpy as np
+import torch
 
 
 def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
@@ -36,7 +40,12 @@ def capture_env_state(env: gym.Env) -> dict:
         "exact": True,
     }
     if _is_mujoco(inner):
-        state["mjdata"] = pickle.dumps(inner.data)
+        import mujoco
+
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        buffer = np.empty(mujoco.mj_stateSize(inner.model, spec))
+        mujoco.mj_getState(inner.model, inner.data, buffer, spec)
+        state["mjstate"] = torch.from_numpy(buffer)
     elif hasattr(inner, "snapshot"):
         state["snapshot"] = inner.snapshot()
     else:
@@ -48,15 +57,20 @@ def restore_env_state(env: gym.Env, state: dict) -> bool:
     """Restore a snapshot into an env that has been reset once; returns False when it could not be exact."""
     if not state["exact"]:
         return False
+    if "mjdata" in state:  # dacer2 before 2026-11-30 pickled MjData; unpickling a checkpoint is no longer done
+        print("dacer2: this checkpoint stores the simulator as a pickle (an older dacer2), which is not loaded; "
+              "its episodes restart", file=sys.stderr)
+        return False
     inner = env.unwrapped
     inner.np_random.bit_generator.state = state["np_random"]
     limit = _time_limit(env)
     if limit is not None:
         limit._elapsed_steps = state["elapsed_steps"]
-    if "mjdata" in state:
+    if "mjstate" in state:
         import mujoco
 
-        mujoco.mj_copyData(inner.data, inner.model, pickle.loads(state["mjdata"]))
+        mujoco.mj_setState(inner.model, inner.data, state["mjstate"].numpy().astype(np.float64),
+                           mujoco.mjtState.mjSTATE_INTEGRATION)
     else:
         inner.restore(state["snapshot"])
     return True
