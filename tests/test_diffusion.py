@@ -24,6 +24,48 @@ def test_vp_schedule_T5_matches_spec():
     assert s.posterior_mean_coef1[t].item() == pytest.approx(expected_c1.item())
 
 
+def closed_form_schedule(T: int, b_min: float = 0.1, b_max: float = 10.0) -> dict[str, list[float]]:
+    """Every per-step constant of the VP schedule written out with scalar math, independently of DiffusionSchedule:
+    alpha_i = exp(-b_min/T - (b_max - b_min)(2i - 1)/(2 T^2)), abar_i = prod_{j<=i} alpha_j, and the DDPM posterior
+    q(x_{i-1} | x_i, x_0) = N(c1 x_0 + c2 x_i, beta_i (1 - abar_{i-1}) / (1 - abar_i))."""
+    out = {k: [] for k in ("beta", "abar", "recip", "recipm1", "c1", "c2", "var", "logvar")}
+    abar_prev = 1.0
+    for i in range(1, T + 1):
+        alpha = math.exp(-b_min / T - (b_max - b_min) * (2 * i - 1) / (2 * T * T))
+        abar = abar_prev * alpha
+        beta = 1.0 - alpha
+        var = beta * (1.0 - abar_prev) / (1.0 - abar)
+        out["beta"].append(beta)
+        out["abar"].append(abar)
+        out["recip"].append(1.0 / math.sqrt(abar))
+        out["recipm1"].append(math.sqrt(1.0 / abar - 1.0))
+        out["c1"].append(beta * math.sqrt(abar_prev) / (1.0 - abar))
+        out["c2"].append((1.0 - abar_prev) * math.sqrt(alpha) / (1.0 - abar))
+        out["var"].append(var)
+        out["logvar"].append(math.log(max(var, 1e-20)))
+        abar_prev = abar
+    return out
+
+
+@pytest.mark.parametrize("T", [1, 5, 20])
+def test_every_schedule_coefficient_matches_its_closed_form(T):
+    s, ref = DiffusionSchedule.vp(T), closed_form_schedule(T)
+    got = {
+        "beta": s.betas, "abar": s.alphas_cumprod, "recip": s.sqrt_recip_alphas_cumprod,
+        "recipm1": s.sqrt_recipm1_alphas_cumprod, "c1": s.posterior_mean_coef1, "c2": s.posterior_mean_coef2,
+        "var": torch.exp(s.posterior_log_variance), "logvar": s.posterior_log_variance,
+    }
+    for name, values in got.items():
+        expected = torch.tensor(ref[name], dtype=torch.float64)
+        if name == "var":  # exp(log 1e-20) is the clip, not the exact 0 of the last step
+            expected = expected.clamp(min=1e-20)
+        torch.testing.assert_close(values, expected, rtol=1e-12, atol=0.0, msg=f"T={T}: {name}")
+    # The chain's own per-step noise std is the square root of that variance (0 at t = 0 where it is unused).
+    chain = ReverseChain(s)
+    for t in range(1, T):
+        assert chain._std[t] == pytest.approx(math.sqrt(ref["var"][t]), rel=1e-12)
+
+
 def test_schedule_rejects_zero_steps():
     with pytest.raises(ValueError, match="at least one step"):
         DiffusionSchedule.vp(0)
