@@ -6,7 +6,8 @@ files under results/.
 Each experiment below is one dacer2-sweep; its run directories hold only config.json, metrics.csv and
 result.json (checkpoints, Tune state and TensorBoard events are never committed). The page's prose lives in
 docs/results.md outside the generated block, which this script replaces whole, so rerunning it is idempotent.
-A run counts as finished when its result.json exists; unfinished runs are listed but kept out of the tables.
+A run counts as finished when its result.json exists; only finished runs are committed, so unfinished ones (a
+sweep still running here) are ignored, and the page depends on the committed files alone.
 """
 
 from __future__ import annotations
@@ -103,12 +104,11 @@ def welch_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
 
 
 def experiment_section(experiment: Experiment) -> list[str]:
-    finished, unfinished = load_runs(experiment)
+    finished, _ = load_runs(experiment)
     compared = load_runs(BY_NAME[experiment.shown_with])[0] if experiment.shown_with else []
     lines = [f"### {experiment.title}", ""]
     if not finished:
-        return lines + ["No finished run yet." + (f" In progress: {', '.join(r.path.name for r in unfinished)}."
-                                                   if unfinished else ""), ""]
+        return lines + ["No finished run yet (see the missing rows below).", ""]
     figure = FIGURES / f"results_{experiment.name}.png"
     plot_learning_curves(compared + finished, [figure], title=experiment.title)
     lines += [f"![{experiment.title}](figures/{figure.name})", "",
@@ -140,8 +140,6 @@ def experiment_section(experiment: Experiment) -> list[str]:
             diff, low, high = welch_interval(finals[a], finals[b])
             verdict = "no" if low <= 0 <= high else ("yes, " + (a if diff > 0 else b) + " higher")
             lines.append(f"| {a} - {b} | {diff:.0f} | [{low:.0f}, {high:.0f}] | {verdict} |")
-    if unfinished:
-        lines += ["", f"Still running (not in the table): {', '.join(r.path.name for r in unfinished)}."]
     return lines + [""]
 
 

@@ -39,7 +39,7 @@ def test_page_tables_verdicts_and_missing_rows(page_builder):
     for seed, (high, low) in enumerate([(900, 100), (1000, 120), (950, 90)]):
         finished_run(runs, "dacer2", seed, [10, 500, high])
         finished_run(runs, "gaussian", seed, [10, 50, low])
-    fake_run(runs, "Hopper-v5__dacer2-no-qgrad__0", "Hopper-v5", "dacer2-no-qgrad", 0, [10, 20])  # no result.json
+    fake_run(runs, "Hopper-v5__dacer2-no-qgrad__0", "Hopper-v5", "dacer2-no-qgrad", 0, [10, 20])  # still running: no result.json
 
     assert page_builder.main() == 0
     text = page_builder.PAGE.read_text()
@@ -48,7 +48,7 @@ def test_page_tables_verdicts_and_missing_rows(page_builder):
     # The papers' metric: the best evaluation in the last 10%, mean +- sample std over seeds.
     assert f"| dacer2 | 3 | 950 +- 50 | 0: 900, 1: 1000, 2: 950 | 950 |" in text
     assert "| dacer2-no-qgrad | 0 | missing | | |" in text  # unfinished runs stay out of the table
-    assert "Still running (not in the table): Hopper-v5__dacer2-no-qgrad__0." in text
+    assert "Hopper-v5__dacer2-no-qgrad__0" not in text  # only finished (committed) runs make the page
     assert "| dacer2 - gaussian | 847 |" in text and "yes, dacer2 higher" in text
     assert (page_builder.FIGURES / "results_hopper-100k.png").stat().st_size > 10_000
     missing = text[text.index("### Rows still missing"):]
