@@ -14,7 +14,7 @@ Backends (a row's `backend` column):
              automatically once dacer2.ops reports fused kernels for the device; otherwise one placeholder
              per suite and device is skipped with the reason.
   cudagraph  (CUDA only) the reference acting chain captured once in a CUDA graph and replayed.
-  sklearn    (entropy only) scikit-learn's GaussianMixture per state, the SPEC's reference for the entropy
+  sklearn    (entropy only) scikit-learn's GaussianMixture per state, the algorithm's reference for the entropy
              estimate and therefore the ratio base there.
 
 Suites that time with the plain `benchmark` fixture (test_bench_acting.py) are collected too: they report
@@ -64,7 +64,7 @@ COMPILE_GRID = dict(dims=("halfcheetah",), steps=(5,), batch=(256,))
 # Per-op CPU rows run on 1 torch thread: they compare kernels, and on a shared machine a 2-thread OpenMP region
 # stalls whenever one of its threads is descheduled (measured here under load ~10: a T=20 chain fwd+bwd took
 # 0.3 s on 1 thread and 1.5-11 s on 2). Whole-update and training rows use --bench-threads (default 2, the
-# count NOTES.md's update figures and CI use). Smoke runs (--benchmark-disable) use 1 thread throughout.
+# count docs/performance.md's update figures and CI use). Smoke runs (--benchmark-disable) use 1 thread throughout.
 OP_THREADS = 1
 BACKEND_ORDER = ("sklearn", "eager", "compile", "cudagraph", "fused")
 

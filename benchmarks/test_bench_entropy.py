@@ -1,8 +1,8 @@
-"""The entropy regulator's estimate (SPEC 4): a 3-component full-covariance Gaussian mixture per state, fitted
+"""The entropy regulator's estimate (docs/algorithm.md §4): a 3-component full-covariance Gaussian mixture per state, fitted
 to K = 200 actions for each of 256 states, A = 6 (HalfCheetah).
 
 gmm_fit: the mixture fit + entropy bound alone, on fixed samples. Base: scikit-learn's GaussianMixture run
-once per state (the SPEC's reference; same settings as tests/test_entropy.py). sklearn is slow (~20 ms per
+once per state (the algorithm's reference; same settings as tests/test_entropy.py). sklearn is slow (~20 ms per
 state here), so it is timed on a subset of states and scaled to 256 (the row's note says how many); ours
 fits all 256 states in one batched call.
 entropy_estimate: agent.estimate_entropy on 256 states, i.e. sampling 51,200 actions through the chain plus

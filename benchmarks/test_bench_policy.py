@@ -1,4 +1,4 @@
-"""The policy loss L_pi = L_q + eta L_g (SPEC 3): the reparameterised chain, min-Q of the executed action, and
+"""The policy loss L_pi = L_q + eta L_g (docs/algorithm.md §3): the reparameterised chain, min-Q of the executed action, and
 DACER2's Q-gradient field loss at every visited state. This is the unit the fused backend replaces as a whole
 (its L_g reuses the chain's own eps_theta evaluations), so fused and reference are compared here rather than
 on L_g alone. HalfCheetah and Humanoid presets both use eta = 0.01, so L_g is always on.

@@ -1,6 +1,5 @@
 """DACER2, top to bottom: acting with the reverse diffusion chain, the distributional critic update, the policy
-update L_q + eta L_g, target and alpha updates. Section numbers refer to ../shared/SPEC.md (mirrored in the
-README). This plain-PyTorch agent is the reference that fused kernels must reproduce.
+update L_q + eta L_g, target and alpha updates. Section numbers refer to docs/algorithm.md. This plain-PyTorch agent is the reference that fused kernels must reproduce.
 
 Actions live in [-1, 1]^A; the environment wrapper rescales them to the env's bounds.
 """
@@ -19,7 +18,7 @@ from dacer2.diffusion import ChainOutput, DiffusionSchedule, ReverseChain, add_e
 from dacer2.entropy import estimate_entropy
 from dacer2.networks import NoisePredictor, TwinDistributionalCritic
 
-# Constants SPEC fixes that are not switches.
+# Constants the algorithm fixes that are not flags (docs/algorithm.md).
 CRITIC_LOSS_EPS = 0.1  # the eps of the DSAC-T loss (section 2)
 TARGET_NOISE_CLIP = 3.0  # clip(z, -3, 3) of the sampled target, and the +-3 b_i clip of y_b
 GRAD_NORM_EPS = 1e-8  # g_hat = g / (||g|| + 1e-8) (section 3)
@@ -41,7 +40,7 @@ def distributional_critic_loss(
     sigma_running: torch.Tensor,
     eps: float = CRITIC_LOSS_EPS,
 ) -> torch.Tensor:
-    """DSAC-T's loss for one critic (SPEC 2), summed here over the twin axis.
+    """DSAC-T's loss for one critic (algorithm.md §2), summed here over the twin axis.
 
     mu, sigma: [2, B]; y, y_sample: [B]; sigma_running: [2] running mean b_i of mean(sigma_i).
     The mean term pulls mu toward the min-target y; the sigma term matches sigma to the error against the

@@ -1,7 +1,7 @@
 """Training configuration: one dataclass whose field docstrings are the CLI's --help, plus the algorithm and
 environment presets that fill the fields a user leaves unset (None).
 
-Every [switch] of SPEC.md is a field here. Presets never override a value the user gave.
+Every [flag] of docs/algorithm.md is a field here. Presets never override a value the user gave.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Literal, Optional
 
 Algo = Literal["dacer2", "dacer", "dacer2-no-weight", "dacer2-no-qgrad", "gaussian"]
 
-# SPEC section 3/5: DACER uses 20 steps and no Q-gradient loss; the ablations drop one DACER2 ingredient each.
+# algorithm.md §3/§5: DACER uses 20 steps and no Q-gradient loss; the ablations drop one DACER2 ingredient each.
 ALGO_PRESETS: dict[str, dict] = {
     "dacer2": dict(diffusion_steps=5, use_qgrad=True, temporal_weighting=True),
     "dacer": dict(diffusion_steps=20, use_qgrad=False, temporal_weighting=False),
@@ -69,7 +69,7 @@ class TrainConfig:
     values are written to the run directory's config.json.
     """
 
-    # --- experiment -------------------------------------------------------------------------------------
+    # --- experiment ------------------------------------------------------------------------------------------------
     env_id: str = "InvertedPendulum-v5"
     """Gymnasium id of a task with a bounded Box action space (e.g. Hopper-v5, HalfCheetah-v5, dacer2/MultiGoal-v0)."""
     algo: Algo = "dacer2"
@@ -105,7 +105,7 @@ class TrainConfig:
     deterministic: bool = False
     """Seed everything and use deterministic algorithms, so two runs with the same seed match (on CPU bitwise)."""
 
-    # --- checkpoints and resume -----------------------------------------------------------------------
+    # --- checkpoints and resume ------------------------------------------------------------------------------------
     resume: Optional[str] = None
     """Continue the run in this run directory from its newest checkpoint (its saved config is used; only
     --total-steps, --progress and --torch-threads may be changed)."""
@@ -119,7 +119,7 @@ class TrainConfig:
     """Compute path for the diffusion chain and critic gradients: fused kernels (C++ on CPU, Triton on CUDA),
     the plain-PyTorch reference, or auto (env DACER2_BACKEND if set, else fused where available)."""
 
-    # --- policy: reverse diffusion (SPEC 1) --------------------------------------------------------------
+    # --- policy: reverse diffusion (algorithm.md §1) ---------------------------------------------------------------
     diffusion_steps: Optional[int] = None
     """Denoising steps T of the policy's reverse chain (preset: 5 for dacer2, 20 for dacer)."""
     noise_scale: Optional[float] = None
@@ -133,7 +133,7 @@ class TrainConfig:
     activation: str = "mish"
     """Activation of both networks (mish, relu, gelu, silu, tanh)."""
 
-    # --- DACER2's Q-gradient field loss (SPEC 3) -----------------------------------------------------------
+    # --- DACER2's Q-gradient field loss (algorithm.md §3) ----------------------------------------------------------
     eta: Optional[float] = None
     """Weight of the Q-gradient field loss L_g in L_q + eta L_g (preset per env; forced to 0 by dacer/dacer2-no-qgrad
     unless given explicitly)."""
@@ -148,7 +148,7 @@ class TrainConfig:
     qgrad_stop_gradient: bool = True
     """L_g evaluates eps_theta at sg(x_t) (True) or at the chain's own x_t, letting L_g's gradient flow into x_t."""
 
-    # --- critic (SPEC 2) and optimisation (SPEC 5) ------------------------------------------------------
+    # --- critic (algorithm.md §2) and optimisation (§5) ------------------------------------------------------------
     batch_size: int = 256
     """Transitions per gradient update."""
     buffer_size: int = 1_000_000
@@ -166,11 +166,11 @@ class TrainConfig:
     reward_scale: float = 0.2
     """Rewards are multiplied by this before the critic sees them."""
     actor_lr: Optional[float] = None
-    """Adam learning rate of the noise-prediction network (SPEC: 1e-4; larger in the quick-start preset)."""
+    """Adam learning rate of the noise-prediction network (papers: 1e-4; larger in the quick-start preset)."""
     critic_lr: Optional[float] = None
-    """Adam learning rate of the critics (SPEC: 1e-4; larger in the quick-start preset)."""
+    """Adam learning rate of the critics (papers: 1e-4; larger in the quick-start preset)."""
 
-    # --- entropy regulator (SPEC 4) -----------------------------------------------------------------------
+    # --- entropy regulator (algorithm.md §4) -----------------------------------------------------------------------
     initial_alpha: float = 3.0
     """Initial alpha of the exploration noise alpha k xi."""
     alpha_lr: float = 3e-2
@@ -178,7 +178,7 @@ class TrainConfig:
     target_entropy_scale: float = -0.9
     """Target entropy = this times the action dimension."""
     alpha_every: Optional[int] = None
-    """Re-estimate the policy entropy and step alpha every this many updates, and at the first (SPEC: 10000)."""
+    """Re-estimate the policy entropy and step alpha every this many updates, and at the first (papers: 10000; 250 in the quick-start preset)."""
     entropy_states: int = 256
     """States (from the replay batch) whose action distribution is fitted for the entropy estimate."""
     entropy_samples: int = 200

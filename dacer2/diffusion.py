@@ -1,8 +1,8 @@
 """The reverse-diffusion policy's fixed parts: the VP noise schedule, the temporal weight w(t), and the
-reparameterised sampling chain (SPEC section 1 and the w(t) of section 3).
+reparameterised sampling chain (docs/algorithm.md §1 and the w(t) of §3).
 
 The chain is written once, here, and returns every state it visits because DACER2's Q-gradient field loss
-supervises the denoiser at each of them. Step index t runs T-1 (noisiest) down to 0, as in SPEC.
+supervises the denoiser at each of them. Step index t runs T-1 (noisiest) down to 0, as in docs/algorithm.md.
 """
 
 from __future__ import annotations

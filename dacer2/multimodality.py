@@ -1,4 +1,4 @@
-"""The multimodality metric of the multi-goal task (SPEC section 6): from one start state, roll out many episodes
+"""The multimodality metric of the multi-goal task (docs/algorithm.md §6): from one start state, roll out many episodes
 and count which goal each one reaches.
 
 Two parts with one job each:

@@ -1,5 +1,5 @@
 """The two learned functions of DACER2: the noise-prediction network eps_theta(s, x, t) and the twin
-distributional critic Q_i(s, a) -> (mu_i, sigma_i) (SPEC sections 1 and 2).
+distributional critic Q_i(s, a) -> (mu_i, sigma_i) (docs/algorithm.md §1 and §2).
 
 The twin critics share one module with stacked weights so both are evaluated by batched matmuls in one call,
 not two Python calls.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-FINAL_FRACTION = 0.1  # "best evaluation in the last 10% of training" (SPEC 5)
+FINAL_FRACTION = 0.1  # "best evaluation in the last 10% of training" (docs/algorithm.md §5)
 
 
 class RunError(ValueError):

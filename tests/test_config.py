@@ -25,7 +25,7 @@ def test_env_presets_and_user_values_win():
     assert cheetah.noise_scale == 0.15 and cheetah.learning_starts == 200_000
     hopper = TrainConfig(env_id="Hopper-v5", total_steps=20_000).resolved()
     assert hopper.noise_scale == 0.1 and hopper.learning_starts == 2_000  # capped at a tenth of the budget
-    assert (hopper.actor_lr, hopper.critic_lr, hopper.alpha_every, hopper.eta) == (1e-4, 1e-4, 10_000, 0.01)  # SPEC
+    assert (hopper.actor_lr, hopper.critic_lr, hopper.alpha_every, hopper.eta) == (1e-4, 1e-4, 10_000, 0.01)  # the papers' values (docs/algorithm.md §5)
     assert (hopper.tau, hopper.target_every, hopper.actor_hidden, hopper.critic_hidden) == (0.005, 2, (256,) * 3, (256,) * 3)
     quick = TrainConfig().resolved()
     assert (quick.env_id, quick.total_steps, quick.actor_lr, quick.critic_lr) == ("InvertedPendulum-v5", 14_000, 3e-4, 1e-3)

@@ -146,7 +146,7 @@ def _qgrad_setup(ctx, inputs, output):
 
 def _qgrad_backward(ctx, grad):
     eps, g, weight = ctx.saved_tensors
-    # The target u is a stop-gradient by definition (SPEC 3): no gradient for g or the weights.
+    # The target u is a stop-gradient by definition (algorithm.md §3): no gradient for g or the weights.
     return ops.qgrad_loss_backward(grad.contiguous(), eps, g, weight), None, None
 
 
@@ -158,7 +158,7 @@ def _critic_setup(ctx, inputs, output):
 
 
 def _critic_backward(ctx, grad_q, grad_g):
-    # The action-gradient is a constant target of L_g (SPEC 3: critic weights are not trained by it).
+    # The action-gradient is a constant target of L_g (algorithm.md §3: critic weights are not trained by it).
     return None, None, None, None, None
 
 

@@ -2,7 +2,7 @@
 reference twin, and float64 gradcheck.
 
 Semantics under test: `eps` output k is eps_theta(s, sg(x_t), t) when eps_stop_grad (its gradient reaches the
-weights and obs but not x_t: L_g of SPEC 3), or the chain's own eps otherwise.
+weights and obs but not x_t: L_g of docs/algorithm.md §3), or the chain's own eps otherwise.
 float32 tolerance: atol = rtol = 1e-4 on outputs and 2e-4 on gradients (the first step's sqrt(1/abar) ~ 12-60
 amplifies rounding); float64: 1e-9.
 """

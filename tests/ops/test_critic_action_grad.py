@@ -52,7 +52,7 @@ def test_no_weight_gradients_and_constant_outputs(make_critic):
     packed = c.packed.clone().requires_grad_(True)
     action = torch.rand(3, 5, 2, requires_grad=True)
     q, g = ops.critic_action_grad(torch.randn(5, 4), action, packed, c.dims, 0)
-    assert not q.requires_grad and not g.requires_grad  # a stop-gradient target by definition (SPEC 3)
+    assert not q.requires_grad and not g.requires_grad  # a stop-gradient target by definition (docs/algorithm.md §3)
 
 
 def test_opcheck(make_critic):

@@ -1,4 +1,4 @@
-"""dacer2::qgrad_loss (L_g of SPEC 3: normalisation, w(t), squared error) and its gradient.
+"""dacer2::qgrad_loss (L_g of docs/algorithm.md §3: normalisation, w(t), squared error) and its gradient.
 float32 tolerance: atol = rtol = 1e-6 (loss), 1e-6 (gradient)."""
 
 import pytest
