@@ -229,7 +229,9 @@ def run_sweep(config: SweepConfig, overrides: Optional[Mapping[str, Any]] = None
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home unless the user opts in
     if config.address is None:
-        ray.init(num_cpus=config.num_cpus, include_dashboard=False, configure_logging=False)
+        # address="local": always a new instance of our own; a bare ray.init() would join a Ray already running on
+        # this machine (another sweep, a user's cluster) and queue our trials behind its work.
+        ray.init(address="local", num_cpus=config.num_cpus, include_dashboard=False, configure_logging=False)
     else:
         try:
             ray.init(address=config.address)

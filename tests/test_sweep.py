@@ -201,9 +201,10 @@ def processes_of_cluster(port: int) -> list[int]:
         if proc_dir.name.isdigit() and int(proc_dir.name) != os.getpid():
             try:
                 cmdline = (proc_dir / "cmdline").read_bytes()
-            except OSError:
+                state = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
                 continue
-            if any(n in cmdline for n in needles):
+            if state != "Z" and any(n in cmdline for n in needles):  # a zombie has exited already
                 pids.append(int(proc_dir.name))
     return pids
 
@@ -218,6 +219,9 @@ def stop_cluster(port: int, timeout: float = 60.0) -> None:
     for pid in processes_of_cluster(port):  # whatever ignored SIGTERM
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 10
+    while processes_of_cluster(port) and time.time() < deadline:
+        time.sleep(0.2)
 
 
 def sweep_command(out_dir: Path, *args: str) -> list[str]:
@@ -306,6 +310,11 @@ def test_a_sweep_joins_an_existing_ray_cluster_with_address(tmp_path):
                                             "--total-steps", "200", "--eval-every", "200"),
                               capture_output=True, text=True, timeout=600, cwd=tmp_path,
                               env=env)
+        # Without --address a sweep starts its own instance even while another Ray runs on the machine (joining
+        # it would queue the trials behind that cluster's work, or hang when its CPUs are busy).
+        local = subprocess.run(sweep_command(tmp_path / "local", "--algos", "dacer2", "--seeds", "4", "--total-steps",
+                                             "200", "--eval-every", "200", "--num-cpus", "1"),
+                               capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     finally:
         stop_cluster(port)  # only the head started here: `ray stop` would also stop any other Ray on the machine
     assert not processes_of_cluster(port)
@@ -313,3 +322,6 @@ def test_a_sweep_joins_an_existing_ray_cluster_with_address(tmp_path):
     assert "Connecting to existing Ray cluster" in proc.stdout + proc.stderr
     assert eval_steps(out / "runs" / "InvertedPendulum-v5__dacer2__3") == [0, 200]
     assert "| InvertedPendulum-v5 | dacer2 | 1 |" in proc.stdout
+    assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
+    assert "Connecting to existing Ray cluster" not in local.stdout + local.stderr
+    assert eval_steps(tmp_path / "local" / "runs" / "InvertedPendulum-v5__dacer2__4") == [0, 200]
