@@ -96,7 +96,7 @@ def test_qgrad_stop_gradient_switch():
 
 
 def test_update_changes_networks_and_targets_on_delay():
-    agent = small_agent()
+    agent = small_agent(delay=2, target_every=2)  # the papers' schedule: targets move with the policy
     batch = random_batch()
     actor0 = [p.detach().clone() for p in agent.actor.parameters()]
     target0 = [p.detach().clone() for p in agent.critic_target.parameters()]
@@ -111,6 +111,17 @@ def test_update_changes_networks_and_targets_on_delay():
     assert all(torch.equal(a, b) for a, b in zip(actor1, agent.actor.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(target1, agent.critic_target.parameters()))
     assert agent.num_updates == 2
+
+
+def test_target_every_one_moves_the_targets_between_policy_updates():
+    agent = small_agent(delay=2, target_every=1)  # the quick-start preset's schedule
+    batch = random_batch()
+    agent.update(batch)
+    actor1 = [p.detach().clone() for p in agent.actor.parameters()]
+    target1 = [p.detach().clone() for p in agent.critic_target.parameters()]
+    agent.update(batch)  # update 1: no policy step, but a target step
+    assert all(torch.equal(a, b) for a, b in zip(actor1, agent.actor.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(target1, agent.critic_target.parameters()))
 
 
 @pytest.mark.parametrize("target_scale, direction", [(5.0, +1), (-5.0, -1)])
