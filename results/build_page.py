@@ -80,15 +80,14 @@ EXPERIMENTS = _experiments()
 BY_NAME = {e.name: e for e in EXPERIMENTS}
 
 
-def load_runs(experiment: Experiment) -> tuple[list[Run], list[Run]]:
-    """(finished, unfinished) runs of an experiment, labelled; both empty if nothing was run yet."""
+def finished_runs(experiment: Experiment) -> list[Run]:
+    """The experiment's finished runs (those with a result.json), labelled; empty if nothing was run yet."""
     try:
         dirs = find_run_dirs([RESULTS / experiment.name / "runs"])
     except RunError:
-        return [], []
-    runs = [dataclasses.replace(r, algo=experiment.labelled(r.algo)) for r in map(load_run, dirs) if r.eval_steps.size]
-    finished = [r for r in runs if (r.path / "result.json").is_file()]
-    return finished, [r for r in runs if r not in finished]
+        return []
+    runs = [load_run(d) for d in dirs if (d / "result.json").is_file()]
+    return [dataclasses.replace(r, algo=experiment.labelled(r.algo)) for r in runs if r.eval_steps.size]
 
 
 def welch_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
@@ -104,8 +103,8 @@ def welch_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
 
 
 def experiment_section(experiment: Experiment) -> list[str]:
-    finished, _ = load_runs(experiment)
-    compared = load_runs(BY_NAME[experiment.shown_with])[0] if experiment.shown_with else []
+    finished = finished_runs(experiment)
+    compared = finished_runs(BY_NAME[experiment.shown_with]) if experiment.shown_with else []
     lines = [f"### {experiment.title}", ""]
     if not finished:
         return lines + ["No finished run yet (see the missing rows below).", ""]
@@ -147,7 +146,7 @@ def missing_rows() -> list[str]:
     lines = ["### Rows still missing", "", "| experiment | missing runs (algorithm: seeds) | command (re-run it to continue) |",
              "|---|---|---|"]
     for experiment in EXPERIMENTS:
-        done = {(r.algo, r.seed) for r in load_runs(experiment)[0]}
+        done = {(r.algo, r.seed) for r in finished_runs(experiment)}
         missing = []
         for algo in map(experiment.labelled, experiment.algos):
             seeds = [str(s) for s in experiment.seeds if (algo, s) not in done]
