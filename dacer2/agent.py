@@ -1,5 +1,6 @@
 """DACER2, top to bottom: acting with the reverse diffusion chain, the distributional critic update, the policy
-update L_q + eta L_g, target and alpha updates. Section numbers refer to docs/algorithm.md. This plain-PyTorch agent is the reference that fused kernels must reproduce.
+update L_q + eta L_g, target and alpha updates. Section numbers refer to docs/algorithm.md. This plain-PyTorch
+agent is the reference that fused kernels must reproduce.
 
 Actions live in [-1, 1]^A; the environment wrapper rescales them to the env's bounds.
 """

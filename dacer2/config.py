@@ -38,8 +38,8 @@ ENV_PRESETS: dict[str, dict] = {
     "HalfCheetah": dict(noise_scale=0.15, learning_starts=200_000),
     # The quick start: solved (deterministic return 1000) within minutes on a 2-core CPU. The papers' schedule is
     # tuned for 1.5M iterations and barely moves in a few thousand updates, so this preset takes faster targets
-    # (every update, tau 0.02), larger rates, a shorter alpha period and 3x64 networks (updates about 5x faster on
-    # a CPU). Each value beside the paper's: README, "Quick start".
+    # (every update, tau 0.02), larger rates, a shorter alpha period and 3x64 networks (cheaper updates on a CPU).
+    # Each value beside the paper's: README, "Quick start".
     "InvertedPendulum": dict(
         learning_starts=1_000, total_steps=14_000, actor_lr=3e-4, critic_lr=1e-3, alpha_every=250, target_every=1,
         tau=0.02, actor_hidden=(64, 64, 64), critic_hidden=(64, 64, 64),
@@ -178,7 +178,8 @@ class TrainConfig:
     target_entropy_scale: float = -0.9
     """Target entropy = this times the action dimension."""
     alpha_every: Optional[int] = None
-    """Re-estimate the policy entropy and step alpha every this many updates, and at the first (papers: 10000; 250 in the quick-start preset)."""
+    """Re-estimate the policy entropy and step alpha every this many updates, and at the first (papers: 10000; 250
+    in the quick-start preset)."""
     entropy_states: int = 256
     """States (from the replay batch) whose action distribution is fitted for the entropy estimate."""
     entropy_samples: int = 200

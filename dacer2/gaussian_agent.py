@@ -8,7 +8,7 @@ import dataclasses
 import torch
 
 from dacer2.agent import DACER2Agent
-from dacer2.config import TrainConfig
+from dacer2.config import GAUSSIAN_ALGO, TrainConfig
 from dacer2.diffusion import ChainOutput
 from dacer2.gaussian import POLICY_FAMILY, GaussianActor
 
@@ -19,9 +19,10 @@ class GaussianAgent(DACER2Agent):
     policy_family = POLICY_FAMILY
 
     def __init__(self, obs_dim: int, action_dim: int, config: TrainConfig, device: torch.device | str = "cpu"):
-        # No chain steps, so no Q-gradient field loss; diffusion_steps only sizes the unused chain. The fused
-        # backend's kernels are written for the diffusion actor, so this agent always runs the PyTorch reference.
-        config = dataclasses.replace(config.resolved(), eta=0.0, backend="reference")
+        # Resolved as --algo gaussian whatever the config says: no chain steps, so no L_g (eta 0), and the
+        # reference backend (the fused kernels are written for the diffusion actor); diffusion_steps only sizes the
+        # unused chain.
+        config = dataclasses.replace(config, algo=GAUSSIAN_ALGO).resolved()
         super().__init__(obs_dim, action_dim, config, device)
         self.actor = GaussianActor(obs_dim, action_dim, config.actor_hidden, config.activation).to(self.device)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dacer2.plotting import plot_learning_curves, t975
+from dacer2.plotting import algo_rows, group_runs, plot_learning_curves, t975
 from dacer2.runs import Run, RunError, find_run_dirs, load_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,21 +114,20 @@ def experiment_section(experiment: Experiment) -> list[str]:
               "Final return: the best evaluation (10 episodes, deterministic policy) in the last 10% of training, "
               "mean +- sample std over seeds.", "",
               "| algorithm | seeds | final return | per seed | last evaluation (mean) |", "|---|---:|---:|---|---:|"]
-    by_algo: dict[str, list[Run]] = {}
-    for run in compared + finished:
-        by_algo.setdefault(run.algo, []).append(run)
+    by_algo = group_runs(compared + finished)[experiment.env_id]
+    summary = {row["algo"]: row for row in algo_rows(compared + finished)}  # dacer2-plot's mean +- std over seeds
     finals = {}
     for algo in list(dict.fromkeys(r.algo for r in compared)) + [experiment.labelled(a) for a in experiment.algos]:
         runs = sorted(by_algo.get(algo, []), key=lambda r: r.seed)
         if not runs:
             lines.append(f"| {algo} | 0 | missing | | |")
             continue
-        values = np.array([r.final_return for r in runs])
-        finals[algo] = values
-        std = values.std(ddof=1) if values.size > 1 else 0.0
+        finals[algo] = np.array([r.final_return for r in runs])
+        row = summary[algo]
         per_seed = ", ".join(f"{r.seed}: {r.final_return:.0f}" for r in runs)
         last = np.mean([r.last_return for r in runs])
-        lines.append(f"| {algo} | {len(runs)} | {values.mean():.0f} +- {std:.0f} | {per_seed} | {last:.0f} |")
+        lines.append(f"| {algo} | {len(runs)} | {row['final_return_mean']:.0f} +- {row['final_return_std']:.0f} | "
+                     f"{per_seed} | {last:.0f} |")
     pairs = [(a, b) for i, a in enumerate(finals) for b in list(finals)[i + 1:]
              if finals[a].size > 1 and finals[b].size > 1]
     if pairs:
