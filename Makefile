@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.dacer2-installed
 RAY_STAMP := $(VENV)/.dacer2-ray-installed
 
-.PHONY: install install-ray train sweep test bench results clean
+.PHONY: install install-ray train sweep test test-slow gpu-check bench results clean
 
 # --no-build-isolation: the C++ extension builds against the pinned CPU torch, never a freshly resolved CUDA one.
 $(STAMP): requirements-cpu.txt pyproject.toml setup.py $(wildcard csrc/*)
@@ -34,6 +34,15 @@ sweep: install-ray
 test: install-ray
 	$(BIN)/python -m pytest tests $(ARGS)
 	$(BIN)/python -m pytest benchmarks --benchmark-disable --bench-no-save -q
+
+# The tests CI leaves out (marked `extended`): the Triton kernels at production shapes under the interpreter.
+test-slow: install-ray
+	$(BIN)/python -m pytest tests -m extended $(ARGS)
+
+# On a machine with an NVIDIA GPU, in an environment holding CUDA torch, triton and dacer2[test]
+# (not the CPU venv above): CUDA tests, the CUDA benchmark grid and a short GPU training run.
+gpu-check:
+	PYTHON=$(PYTHON) .ci/gpu-check
 
 # docs/results.md's tables and figures, regenerated from the run files committed under results/.
 results: install

@@ -319,7 +319,8 @@ def test_no_data_dependent_host_sync_on_meta_device() -> None:
     assert fit.covariances.shape == (4, 3, 6, 6)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run `make gpu-check` on a GPU machine)")
 def test_no_host_sync_on_cuda() -> None:
     samples = torch.randn(256, 200, 6, device="cuda")
     estimate_entropy(samples)  # warm up lazy CUDA/cuBLAS/cuSOLVER initialisation

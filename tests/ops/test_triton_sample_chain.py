@@ -64,6 +64,7 @@ def test_every_config_compiles_for_sm90(dims):
     K.compile_for(target, dims, K.CONFIGS["small_batch"], has_noise=True, chain_noise=False, explore=False)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(),
                     reason="needs a CUDA GPU (none on this machine); the kernel's numerics are covered by the "
                            "TRITON_INTERPRET=1 test and its compilation by the sm_90 AOT test")
