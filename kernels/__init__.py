@@ -31,7 +31,7 @@ def register() -> bool:
         from dacer2.kernels import sample_chain as _sc
     except ImportError:
         return False
-    from dacer2.ops import reference
+    from dacer2.ops import composed, reference
     from dacer2.ops._registry import CUDA_OVERRIDES, check_devices
 
     def sample_chain_cuda(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore):
@@ -73,7 +73,7 @@ def register() -> bool:
         if action.dim() != 3 or action.shape[1] != obs.shape[0] or action.shape[2] != dims[1]:
             raise RuntimeError(f"dacer2::critic_action_grad: action must be [N, B, A], got {tuple(action.shape)}")
         if not _cg.supported(dims, obs.dtype):
-            return reference.critic_action_grad(obs, action, packed, dims, mode)
+            return composed.critic_action_grad(obs, action, packed, dims, mode)  # explicit backward
         return _cg.launch(obs, action, packed, dims, mode)
 
     def chain_forward_triton(obs, packed, dims, sched, noise, eps_stop_grad):

@@ -5,8 +5,9 @@ the temporal weight w_k, the squared error against eps and a per-program partial
 gradient 2 (eps - u) * grad / (T B A) (backward). The eager reference spends ~8 kernels on this.
 Reference twin: dacer2.ops.reference.qgrad_loss / qgrad_loss_backward (tests:
 tests/ops/test_triton_qgrad_loss.py under TRITON_INTERPRET=1, plus the sm_90 AOT compile).
-Measured gain: not measured yet (no GPU available while this was written).
-"""
+Measured gain: not benchmarked alone; on an NVIDIA H200 (2026-11-30) the whole policy loss L_q + eta L_g, forward
+and backward, HalfCheetah dims T=5 B=256, takes 11.2 ms eager and 5.17 ms fused (2.2x;
+benchmarks/results/cuda-nvidia-h200.md). """
 
 from __future__ import annotations
 

@@ -33,9 +33,12 @@ def final_params(run_dir):
     return load_checkpoint(run_dir / "checkpoints" / "final.pt")["agent"]["modules"]
 
 
-def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):
-    straight = train(TrainConfig(**TINY, total_steps=400, run_dir=str(tmp_path / "straight")))
-    train(TrainConfig(**TINY, total_steps=200, run_dir=str(tmp_path / "split")))
+# Both backends: "fused" (C++ kernels on CPU) is the default, so its reproducibility matters most.
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, backend):
+    cfg = {**TINY, "backend": backend}
+    straight = train(TrainConfig(**cfg, total_steps=400, run_dir=str(tmp_path / "straight")))
+    train(TrainConfig(**cfg, total_steps=200, run_dir=str(tmp_path / "split")))
     resumed = train(TrainConfig(resume=str(tmp_path / "split"), total_steps=400))
     assert resumed.env_steps == straight.env_steps == 400 and resumed.updates == straight.updates
     a, b = final_params(tmp_path / "straight"), final_params(tmp_path / "split")
@@ -58,12 +61,14 @@ def test_resume_after_a_crash_drops_the_log_rows_written_after_the_checkpoint(tm
     assert [e.step for e in events.Scalars("eval/eval_return_mean")] == [0, 100, 200, 300, 400]
 
 
-def test_same_seed_same_metrics(tmp_path):
-    first = train(TrainConfig(**TINY, total_steps=200, run_dir=str(tmp_path / "a")))
-    second = train(TrainConfig(**TINY, total_steps=200, run_dir=str(tmp_path / "b")))
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_same_seed_same_metrics(tmp_path, backend):
+    cfg = {**TINY, "backend": backend}
+    first = train(TrainConfig(**cfg, total_steps=200, run_dir=str(tmp_path / "a")))
+    second = train(TrainConfig(**cfg, total_steps=200, run_dir=str(tmp_path / "b")))
     assert metric_rows(tmp_path / "a") == metric_rows(tmp_path / "b")
     assert first.eval_history == second.eval_history
-    train(TrainConfig(**{**TINY, "seed": 1}, total_steps=200, run_dir=str(tmp_path / "c")))
+    train(TrainConfig(**{**cfg, "seed": 1}, total_steps=200, run_dir=str(tmp_path / "c")))
     assert metric_rows(tmp_path / "c") != metric_rows(tmp_path / "a")
 
 

@@ -11,13 +11,15 @@ chain runs composed.py, the C++ kernel's algorithm in torch ops, until it has a 
 Backend resolution (`resolve_backend`): an explicit "fused" or "reference" wins; "auto" reads the env var
 DACER2_BACKEND (fused|reference), else picks "fused" when the device has fused kernels (CPU: dacer2._C is
 built; CUDA: Triton is importable) and "reference" otherwise. A fused call on a device without its kernel
-still runs: the dispatcher falls back to the reference twin.
+still runs, with correct gradients: the dispatcher falls back to FALLBACK_KERNELS in _registry.py (the
+reference twins, and composed.py's explicit backward passes where a twin would need autograd).
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -37,14 +39,17 @@ BACKENDS = ("auto", "fused", "reference")
 ENV_VAR = "DACER2_BACKEND"
 
 
-def _load_cpu_extension() -> bool:
+def _load_cpu_extension() -> tuple[bool, str | None]:
+    """(loaded, why not). A built extension that fails to import is a broken install: say so loudly."""
     try:
         import dacer2._C  # noqa: F401  (registers the CPU kernels on import)
     except ImportError as err:
-        if os.environ.get(ENV_VAR) == "fused":
-            warnings.warn(f"dacer2._C is not built ({err}); fused ops fall back to the PyTorch reference on CPU")
-        return False
-    return True
+        built = any(Path(__file__).resolve().parents[1].glob("_C.*"))
+        if built or os.environ.get(ENV_VAR) == "fused":
+            warnings.warn(f"dacer2._C does not import ({err}); on CPU the fused ops run their PyTorch fallbacks, "
+                          "several times slower. Rebuild with: pip install --no-build-isolation -e .")
+        return False, f"{type(err).__name__}: {err}"
+    return True, None
 
 
 def _load_cuda_kernels() -> bool:
@@ -57,7 +62,7 @@ def _load_cuda_kernels() -> bool:
     return register()
 
 
-HAS_CPU_KERNELS = _load_cpu_extension()
+HAS_CPU_KERNELS, CPU_EXTENSION_ERROR = _load_cpu_extension()
 HAS_CUDA_KERNELS = _load_cuda_kernels()
 
 
@@ -117,7 +122,7 @@ def new_rng_state(seed: int, device="cpu") -> torch.Tensor:
 
 
 __all__ = [
-    "BACKENDS", "CRITIC_MODES", "ENV_VAR", "HAS_CPU_KERNELS", "HAS_CUDA_KERNELS", "PackCache", "chain_forward",
+    "BACKENDS", "CPU_EXTENSION_ERROR", "CRITIC_MODES", "ENV_VAR", "HAS_CPU_KERNELS", "HAS_CUDA_KERNELS", "PackCache", "chain_forward",
     "critic_action_grad", "critic_dims", "denoiser_dims", "has_fused_kernels", "new_rng_state", "ops",
     "pack_critic", "pack_denoiser", "qgrad_loss", "reference", "resolve_backend", "sample_chain",
     "schedule_tensor", "unpack_denoiser",

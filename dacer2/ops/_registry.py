@@ -1,12 +1,13 @@
-"""The dacer2:: operator library: schemas, fake (meta) kernels, autograd formulas, and the plain-PyTorch twins
-registered as CompositeExplicitAutograd so every device has a kernel. The C++ extension (dacer2._C) adds CPU
-kernels and dacer2.kernels (Triton) adds CUDA kernels; a backend-specific kernel wins over the composite one.
+"""The dacer2:: operator library: schemas, fake (meta) kernels, autograd formulas, and device-agnostic kernels
+(FALLBACK_KERNELS) registered as CompositeExplicitAutograd so every device has one. The C++ extension (dacer2._C)
+adds CPU kernels and dacer2.kernels (Triton) adds CUDA kernels; a backend-specific kernel wins over the composite.
 """
 
 from __future__ import annotations
 
 import torch
 
+from dacer2.ops import composed
 from dacer2.ops import reference as ref
 
 NAMESPACE = "dacer2"
@@ -31,17 +32,22 @@ SCHEMAS = {
     "-> (Tensor, Tensor)",
 }
 
+# The kernel of every device without a compiled one. The reference twins serve, except for the two whose twin
+# differentiates by autograd: below autograd in the dispatcher that would record nothing and return zero
+# gradients, so those two take composed.py's explicit backward passes.
+FALLBACK_KERNELS = {name: getattr(ref, name) for name in SCHEMAS}
+FALLBACK_KERNELS.update(chain_backward=composed.chain_backward, critic_action_grad=composed.critic_action_grad)
+
 _lib = torch.library.Library(NAMESPACE, "DEF")
 for _name, _schema in SCHEMAS.items():
     _lib.define(_schema)
-    _lib.impl(_name, getattr(ref, _name), "CompositeExplicitAutograd")
+    _lib.impl(_name, FALLBACK_KERNELS[_name], "CompositeExplicitAutograd")
 
 ops = torch.ops.dacer2
 
 # On CUDA the training chain runs Triton (dacer2.kernels) where installed and the shape is supported, else
 # the C++ kernel's algorithm in torch ops (cuBLAS GEMMs, saved activations, two-stream backward), not the
 # reference twin's recompute-by-autograd.
-from dacer2.ops import composed  # noqa: E402
 
 # dacer2.kernels.register() may install a Triton forward here; it returns None for shapes it does not support.
 CUDA_OVERRIDES: dict = {}

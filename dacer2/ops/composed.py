@@ -6,6 +6,11 @@ saves post-activations and mish' of every layer (no recompute), the backward run
 two stacked streams that share one weight-gradient GEMM per layer, the observation's share of layer 1 is
 computed once, and its weight gradient is one GEMM over the summed layer-1 deltas of all steps.
 Device-agnostic, so tests/ops/test_chain_composed.py checks it against the C++ kernel on CPU.
+
+It also holds the device-agnostic kernels that every dispatch key falls back to where no compiled kernel is
+registered (dacer2._C not built, a CUDA shape Triton does not support). Those run *below* autograd in the
+dispatcher, where the reference twins' autograd-recompute would record nothing: so chain_backward and
+critic_action_grad here write their backward passes out explicitly.
 """
 
 from __future__ import annotations
@@ -20,6 +25,41 @@ def _mish_and_grad(z):
     n = e * (e + 2.0)
     tq = n / (n + 2.0)
     return z * tq, tq + z * (1.0 - tq * tq) * e / (1.0 + e)
+
+
+def critic_action_grad(obs, action, packed, dims, mode):
+    """min/mean/q1 (mode 0/1/2) of the twin critic means and its gradient w.r.t. the action, backward written out.
+    Layout of `packed` and `dims` as reference.critic_forward; action [N, B, A], obs [B, S]."""
+    S, A, *H = dims
+    sizes = [S + A, *H, 2]
+    N, B = action.shape[:2]
+    h = torch.cat([obs.expand(N, B, S), action], dim=-1).reshape(1, N * B, S + A).expand(2, -1, -1)
+    weights, derivs, off = [], [], 0
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = packed[off : off + 2 * n_in * n_out].view(2, n_in, n_out)
+        off += 2 * n_in * n_out
+        b = packed[off : off + 2 * n_out].view(2, 1, n_out)
+        off += 2 * n_out
+        weights.append(w)
+        h = torch.baddbmm(b, h, w)
+        if i < len(sizes) - 2:
+            h, d = _mish_and_grad(h)
+            derivs.append(d)
+    mu = h[..., 0]  # [2, N*B]
+    if mode == 0:
+        lower = mu.argmin(dim=0)
+        q = mu.gather(0, lower[None])[0]
+        dq_dmu = torch.nn.functional.one_hot(lower, 2).t().to(mu.dtype)
+    elif mode == 1:
+        q, dq_dmu = mu.mean(dim=0), torch.full_like(mu, 0.5)
+    else:
+        q, dq_dmu = mu[0], torch.stack([torch.ones_like(mu[0]), torch.zeros_like(mu[0])])
+    delta = torch.zeros_like(h)
+    delta[..., 0] = dq_dmu
+    for i in range(len(weights) - 1, 0, -1):
+        delta = torch.bmm(delta, weights[i].transpose(1, 2)) * derivs[i - 1]
+    grad_in = torch.bmm(delta, weights[0].transpose(1, 2)).sum(0)  # both critics feed the same input
+    return q.view(N, B), grad_in[:, S:].reshape(N, B, A).contiguous()
 
 
 def _layer_views(flat, dims, B):

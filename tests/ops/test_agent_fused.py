@@ -11,9 +11,15 @@ import torch
 
 from dacer2.agent import Batch, DACER2Agent
 from dacer2.config import TrainConfig
-from dacer2.ops import HAS_CPU_KERNELS, resolve_backend
+from dacer2.ops import CPU_EXTENSION_ERROR, HAS_CPU_KERNELS, resolve_backend
+from dacer2.ops._registry import SCHEMAS
 
-pytestmark = pytest.mark.skipif(not HAS_CPU_KERNELS, reason="dacer2._C not built (pip install --no-build-isolation -e .)")
+
+def test_cpu_kernels_are_built_and_registered():
+    """The install builds dacer2._C; without it every fused test below would silently compare the fallbacks."""
+    assert HAS_CPU_KERNELS, f"dacer2._C did not import: {CPU_EXTENSION_ERROR}"
+    for name in SCHEMAS:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"dacer2::{name}", "CPU"), name
 
 
 @pytest.fixture(autouse=True)

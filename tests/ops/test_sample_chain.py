@@ -47,6 +47,22 @@ def test_in_op_noise_matches_twin_and_advances(make_denoiser, B, S, A, T):
     assert rng.tolist() == rng_ref.tolist() == [5, 2 * (T + 1) * B * A]
 
 
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("S,A,T", [(17, 6, 5), (348, 17, 20)])
+def test_small_batch_path_at_production_width(make_denoiser, B, S, A, T):
+    """Below 16 rows the C++ op runs a per-row loop whose register-blocked inner part starts only at widths >= 64,
+    so the default 3x256 network is checked here against the modules and the twin (in-op and injected noise)."""
+    d = make_denoiser(S, A, T, hidden=(256, 256, 256))
+    obs = torch.randn(B, S)
+    noise = torch.randn(T + 1, B, A)
+    with torch.no_grad():
+        expected = (d.module_chain(obs, noise) + 0.3 * noise[T]).clamp(-1, 1)
+    torch.testing.assert_close(run(d, obs, noise=noise), expected, **F32)
+    rng, rng_ref = new_rng_state(3), new_rng_state(3)
+    twin = reference.sample_chain(obs, d.packed, d.dims, d.sched, torch.tensor(0.3), rng_ref, None, True, True)
+    torch.testing.assert_close(run(d, obs, rng=rng), twin, **F32)
+
+
 def test_deterministic_switches(make_denoiser):
     d = make_denoiser(17, 6, 5)
     obs = torch.randn(7, 17)
