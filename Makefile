@@ -17,9 +17,10 @@ $(STAMP): requirements-cpu.txt pyproject.toml setup.py $(wildcard csrc/*)
 
 install: $(STAMP)
 
-# Ray Tune for dacer2-sweep: an optional extra, so only the tests (which run small sweeps) install it.
-$(RAY_STAMP): $(STAMP) requirements-ray.txt
-	$(BIN)/pip install -q -r requirements-ray.txt
+# Ray Tune for dacer2-sweep and ONNX for dacer2-export: optional extras, so only the tests (which run small sweeps
+# and check an exported file with onnxruntime) install them.
+$(RAY_STAMP): $(STAMP) requirements-ray.txt requirements-export.txt
+	$(BIN)/pip install -q -r requirements-ray.txt -r requirements-export.txt
 	touch $(RAY_STAMP)
 
 install-ray: $(RAY_STAMP)

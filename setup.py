@@ -1,10 +1,11 @@
 """Build hook for dacer2's compiled parts.
 
-Metadata lives in pyproject.toml. This file exists so `csrc/` (C++ CPU kernels, and CUDA kernels
-behind an opt-in switch) can be built by `pip install -e .`. It is kept importable without a
+Metadata lives in pyproject.toml. This file exists so `csrc/` (the C++ CPU kernels; the CUDA kernels are
+Triton, compiled at run time) can be built by `pip install -e .`. It is kept importable without a
 compiler so that a plain install never breaks: when `csrc/` holds no sources, nothing is built.
 """
 
+import platform
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -21,8 +22,10 @@ if CPP_SOURCES:
         CppExtension(
             "dacer2._C",
             CPP_SOURCES,
-            # A portable ISA: the .so may be cached and reused on another CPU, so never -march=native.
-            extra_compile_args=["-O3", "-march=x86-64-v3", "-ffast-math"],
+            # A portable ISA: the .so may be cached and reused on another CPU, so never -march=native. x86-64-v3
+            # (AVX2, FMA) only on x86-64; elsewhere (aarch64) the compiler's default target.
+            extra_compile_args=["-O3", "-ffast-math"]
+            + (["-march=x86-64-v3"] if platform.machine().lower() in ("x86_64", "amd64") else []),
         )
     )
     cmdclass["build_ext"] = BuildExtension

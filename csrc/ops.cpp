@@ -1,4 +1,4 @@
-// CPU implementations of the dacer2:: ops (schemas are defined in Python, dacer2/ops/_schemas.py, so the
+// CPU implementations of the dacer2:: ops (schemas are defined in Python, dacer2/ops/_registry.py, so the
 // reference twins work without this extension). This is the only unit that includes ATen: it checks the
 // arguments, allocates outputs, runs the GEMMs through ATen and calls the plain-loop kernels of kernels.cpp
 // for everything elementwise. Layouts: see kernels.h.

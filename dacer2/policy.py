@@ -5,8 +5,10 @@ Only what acting needs is built and loaded: the actor, the diffusion chain (fixe
 critics, replay buffer or optimisers, so a checkpoint's training state is never materialised as modules.
 
 Randomness comes from `policy.generator` (a torch.Generator seeded by `Policy.load(..., seed=...)` or
-`policy.seed(...)`). It consumes random numbers in exactly the order DACER2Agent.act does, so a Policy and an agent
-with the same generator state return the same action (up to the final rescaling).
+`policy.seed(...)`). Both policy backends consume it in the order the reference DACER2Agent.act does, so a Policy
+and a reference-backend agent with the same generator state return the same action (up to the final rescaling).
+The fused agent draws its acting noise inside the op from its own counter-based stream, so its actions match in
+distribution, not draw for draw.
 """
 
 from __future__ import annotations
@@ -128,6 +130,13 @@ class Policy:
             action_bounds = env_action_bounds(config.env_id)
         info = PolicyInfo(config.env_id, family, obs_dim, action_dim, int(payload.get("env_steps", 0)), ckpt, name)
         return cls(net, info, action_bounds[0], action_bounds[1], config, torch.device(device), seed)
+
+    def reference_module(self) -> torch.nn.Module:
+        """The plain-PyTorch acting module (actor, chain, log_alpha) behind a policy loaded with
+        backend="reference": what dacer2-export unrolls."""
+        if self.info.backend != "reference":
+            raise ValueError("the plain-PyTorch module exists for backend='reference' policies only")
+        return self._net
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)

@@ -38,6 +38,8 @@ from dacer2.replay import ReplayBuffer
 
 # Fields a resume may change: they do not alter the algorithm.
 RESUME_OVERRIDABLE = ("total_steps", "progress", "torch_threads")
+# Evaluation episodes are seeded apart from the training envs (seed, seed + 1, ...) so the two never share resets.
+EVAL_SEED_OFFSET = 10_000
 
 
 class TrainingInterrupted(RuntimeError):
@@ -181,7 +183,9 @@ def train(config: TrainConfig, agent_factory: AgentFactory | None = None, on_eva
     seed_everything(cfg.seed, cfg.deterministic)
 
     envs = make_vector_env(cfg.env_id, cfg.num_envs, cfg.seed)
-    eval_envs = make_vector_env(cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000) if cfg.eval_episodes else None
+    eval_envs = None
+    if cfg.eval_episodes:
+        eval_envs = make_vector_env(cfg.env_id, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET)
     obs_dim = envs.single_observation_space.shape[0]
     action_dim = envs.single_action_space.shape[0]
 
@@ -244,7 +248,7 @@ def train(config: TrainConfig, agent_factory: AgentFactory | None = None, on_eva
     def run_eval() -> None:
         if eval_envs is None:
             return
-        returns = evaluate(deterministic_policy, eval_envs, device, seed=cfg.seed + 10_000 + len(eval_history))
+        returns = evaluate(deterministic_policy, eval_envs, device, seed=cfg.seed + EVAL_SEED_OFFSET + len(eval_history))
         eval_history.append((env_steps, float(returns.mean()), float(returns.std())))
         if on_eval is not None:
             on_eval({"env_steps": env_steps, "updates": agent.num_updates, "wall_time": time.perf_counter() - start,

@@ -9,9 +9,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 
-MULTIGOAL_ID = "dacer2/MultiGoal-v0"
-if MULTIGOAL_ID not in gym.registry:
-    gym.register(MULTIGOAL_ID, entry_point="dacer2.envs.multigoal:MultiGoalEnv", max_episode_steps=100)
+from dacer2 import MULTIGOAL_ID  # noqa: F401  (registered with Gymnasium when the package is imported)
 
 
 class EnvError(ValueError):

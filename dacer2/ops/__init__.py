@@ -86,15 +86,12 @@ def resolve_backend(requested: str = "auto", device: torch.device | str = "cpu",
                 raise ValueError(f"{ENV_VAR}={env!r} is not one of {BACKENDS}")
             requested = env
     if requested == "auto":
-        fused_ok = AUTO_PICKS_FUSED and has_fused_kernels(device) and activation == "mish"
+        fused_ok = has_fused_kernels(device) and activation == "mish"
         requested = "fused" if fused_ok else "reference"
     if requested == "fused" and activation != "mish":
         raise ValueError(f"the fused kernels implement mish only; activation {activation!r} needs --backend reference")
     return requested
 
-
-# "auto" picks the fused kernels only once every op passes its tests against the reference (issue 3).
-AUTO_PICKS_FUSED = True
 
 CRITIC_MODES = {"min": 0, "mean": 1, "q1": 2}
 

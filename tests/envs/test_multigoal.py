@@ -228,3 +228,14 @@ def test_render_none_returns_none():
 def test_invalid_render_mode():
     with pytest.raises(ValueError):
         MultiGoalEnv(render_mode="human")
+
+
+def test_gym_make_works_after_a_plain_import_dacer2():
+    """User code: `import dacer2` alone registers the env id (fresh interpreter: no dacer2.envs imported)."""
+    import subprocess
+    import sys
+
+    script = ("import dacer2, sys, gymnasium as gym; env = gym.make('dacer2/MultiGoal-v0'); env.reset(seed=0); "
+              "assert env.spec.max_episode_steps == 100; print('OK')")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-2000:]
