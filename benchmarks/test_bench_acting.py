@@ -47,3 +47,38 @@ def test_act_batch20(benchmark, record, backend):
     obs = torch.randn(20, OBS)
     benchmark.pedantic(agent.act, args=(obs,), rounds=40, iterations=2, warmup_rounds=2)
     record("act B=20 explore", backend, benchmark)
+
+
+def make_policy(backend):
+    """The deployment Policy around the same actor as make_agent's, built without a checkpoint file."""
+    import numpy as np
+
+    from dacer2.diffusion import DiffusionSchedule, ReverseChain
+    from dacer2.policy import Policy, PolicyInfo
+    from dacer2.policy_backends import FusedDiffusion, ReferenceDiffusion
+
+    agent = make_agent("reference")
+    cfg = agent.cfg
+    net = ReferenceDiffusion(agent.actor, ReverseChain(DiffusionSchedule.vp(cfg.diffusion_steps)), agent.log_alpha,
+                             cfg.noise_scale, cfg.deterministic_chain_noise)
+    if backend == "fused":
+        net = FusedDiffusion(net)
+    info = PolicyInfo(cfg.env_id, "diffusion", OBS, ACT, 0, None, backend)
+    return Policy(net, info, -np.ones(ACT), np.ones(ACT), cfg, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+@pytest.mark.parametrize("deterministic", [False, True], ids=["explore", "deterministic"])
+def test_policy_act_batch1(benchmark, record, backend, deterministic):
+    """dacer2.Policy.act, numpy in and out with its input checks and rescaling: what a deployed policy costs,
+    beside agent.act above (issue 13's target: <= 50 us fused at 1 thread on a quiet machine)."""
+    if backend == "fused" and not HAS_CPU_KERNELS:
+        pytest.skip("dacer2._C is not built: pip install --no-build-isolation -e .")
+    import numpy as np
+
+    policy = make_policy(backend)
+    obs = np.random.default_rng(0).normal(size=OBS).astype(np.float32)
+    policy.act(obs, deterministic)
+    benchmark.pedantic(policy.act, args=(obs, deterministic), rounds=300 if backend == "fused" else 60,
+                       iterations=5, warmup_rounds=5)
+    record(f"Policy.act B=1 {'det' if deterministic else 'explore'}", backend, benchmark)

@@ -118,23 +118,26 @@ class ReverseChain:
         generator: torch.Generator | None = None,
         chain_noise: bool = True,
         initial: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> ChainOutput:
         """Run all T steps. `chain_noise=False` zeroes the per-step posterior noise (a deterministic chain
-        from fixed initial noise); `initial` overrides the starting noise x_{T-1}."""
+        from fixed initial noise); `initial` overrides the starting noise x_{T-1}. `noise` [T, B, A] supplies
+        all of it instead of the generator: row 0 is x_{T-1}, row k the posterior noise of step T-1-k."""
         batch = obs.shape[0]
-        x = initial
+        x = initial if noise is None else noise[0]
         if x is None:
             x = torch.randn(batch, action_dim, device=obs.device, dtype=obs.dtype, generator=generator)
         visited, eps_seen, steps = [], [], []
-        for t in reversed(range(self.num_steps)):
+        for k, t in enumerate(reversed(range(self.num_steps))):
             eps = denoiser(obs, x, t)
-            noise = None
+            z = None
             if chain_noise and t > 0:
-                noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+                z = noise[k + 1] if noise is not None else torch.randn(x.shape, device=x.device, dtype=x.dtype,
+                                                                      generator=generator)
             visited.append(x)
             eps_seen.append(eps)
             steps.append(t)
-            x = self.step(x, eps, t, noise)
+            x = self.step(x, eps, t, z)
         return ChainOutput(action=x, visited=visited, eps=eps_seen, steps=steps)
 
 

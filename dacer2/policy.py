@@ -5,10 +5,10 @@ Only what acting needs is built and loaded: the actor, the diffusion chain (fixe
 critics, replay buffer or optimisers, so a checkpoint's training state is never materialised as modules.
 
 Randomness comes from `policy.generator` (a torch.Generator seeded by `Policy.load(..., seed=...)` or
-`policy.seed(...)`). Both policy backends consume it in the order the reference DACER2Agent.act does, so a Policy
-and a reference-backend agent with the same generator state return the same action (up to the final rescaling).
-The fused agent draws its acting noise inside the op from its own counter-based stream, so its actions match in
-distribution, not draw for draw.
+`policy.seed(...)`). Each call draws all its noise as one block [T + 1, B, A] (dacer2.policy_backends.acting_noise:
+initial sample, chain noise, exploration noise), the layout of a dacer2-export file's `noise` input, so both policy
+backends and the exported file return the same action for the same seed. The training agent draws its acting
+noise differently (per step, or inside the fused op), so a Policy matches it in distribution, not draw for draw.
 """
 
 from __future__ import annotations
@@ -76,6 +76,10 @@ class Policy:
             raise ValueError(f"action bounds must have shape ({info.action_dim},), got {self.action_low.shape}")
         self.generator = torch.Generator(device)
         self.generator.manual_seed(seed)
+        # [-1, 1] -> [low, high] as one float32 multiply-add per call (rescale_actions, precomputed).
+        self._half_range = ((self.action_high - self.action_low) / 2.0).astype(np.float32)
+        self._centre = ((self.action_high + self.action_low) / 2.0).astype(np.float32)
+        self._low32, self._high32 = self.action_low.astype(np.float32), self.action_high.astype(np.float32)
 
     # ------------------------------------------------------------------------------------------------------
     @classmethod
@@ -155,12 +159,24 @@ class Policy:
                 f"observation must have shape [{self.info.obs_dim}] or [N, {self.info.obs_dim}] for "
                 f"{self.info.env_id}, got {list(x.shape)}"
             )
-        if not np.all(np.isfinite(x)):
-            bad = np.argwhere(~np.isfinite(x.reshape(-1, self.info.obs_dim)))[0].tolist()
+        if not np.isfinite(x.sum()):  # NaN and inf reach the sum (a huge finite sum only costs the exact check)
+            finite = np.isfinite(x.reshape(-1, self.info.obs_dim))
+            if finite.all():
+                return self._act_checked(x, single, deterministic)
+            bad = np.argwhere(~finite)[0].tolist()
             raise PolicyInputError(f"observation contains NaN or inf (first at row {bad[0]}, index {bad[1]})")
-        batch = torch.from_numpy(x[None] if single else x).to(self.device)
-        action = self.act_normalized(batch, deterministic).cpu().numpy().astype(np.float64)
-        action = rescale_actions(action, self.action_low, self.action_high).astype(np.float32)
+        return self._act_checked(x, single, deterministic)
+
+    def _act_checked(self, x: np.ndarray, single: bool, deterministic: bool) -> np.ndarray:
+        batch = torch.from_numpy(x.reshape(1, -1) if single else x)
+        if self.device.type != "cpu":
+            batch = batch.to(self.device)
+        action = self._net(batch, deterministic, self.generator).cpu().numpy()
+        # rescale_actions in float32, in place: ufuncs cost ~1 us each at batch 1, np.clip several.
+        np.multiply(action, self._half_range, out=action)
+        np.add(action, self._centre, out=action)
+        np.maximum(action, self._low32, out=action)
+        np.minimum(action, self._high32, out=action)
         return action[0] if single else action
 
     def __repr__(self) -> str:

@@ -2,9 +2,11 @@
 
 * `reference`: plain PyTorch, the same code path as DACER2Agent's reference backend.
 * `fused`: the dacer2:: `sample_chain` op (C++ on CPU, Triton on CUDA; see dacer2/ops), the whole chain in one
-  call. Its noise is drawn from the Policy's torch.Generator in the reference's order and injected, so both
-  backends give the same actions for the same generator state (up to float rounding) and switching backend never
-  changes a deployed policy's behaviour.
+  call.
+
+Both draw every random number of a call in one block from the Policy's torch.Generator (`acting_noise`) and feed
+the same rows to the same computation, so they give the same actions for the same generator state (up to float
+rounding): switching backend never changes a deployed policy's behaviour.
 
 `select_backend` resolves "auto" exactly as training does (dacer2.ops.resolve_backend: env DACER2_BACKEND, else
 fused where kernels exist and the activation is mish); the Gaussian comparison policy always runs the reference.
@@ -26,9 +28,15 @@ class Backend(Protocol):
     def __call__(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator) -> torch.Tensor: ...
 
 
+def acting_noise(T: int, obs: torch.Tensor, action_dim: int, generator: torch.Generator) -> torch.Tensor:
+    """Every random number of one diffusion-policy action, in one draw: [T + 1, B, A], row 0 the chain's initial
+    sample x_{T-1}, rows 1..T-1 the chain noise of steps T-1..1, row T the exploration noise. The same layout is
+    the `noise` input of a dacer2-export ONNX file, so a Policy and its exported file agree for the same rows."""
+    return torch.randn((T + 1, obs.shape[0], action_dim), device=obs.device, dtype=obs.dtype, generator=generator)
+
+
 class ReferenceDiffusion(nn.Module):
-    """The reverse chain plus the executed action's alpha-noise, exactly as DACER2Agent.act computes them, so with
-    the same generator state the two give the same actions."""
+    """The reverse chain plus the executed action's alpha-noise in plain PyTorch, from one block of noise."""
 
     def __init__(self, actor: NoisePredictor, chain: ReverseChain, log_alpha: torch.Tensor, noise_scale: float,
                  deterministic_chain_noise: bool):
@@ -45,11 +53,12 @@ class ReferenceDiffusion(nn.Module):
         def denoise(s: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
             return self.actor(s, x, step_emb[t])
 
+        noise = acting_noise(self.chain.num_steps, obs, self.actor.action_dim, generator)
         chain_noise = self.deterministic_chain_noise if deterministic else True
-        action = self.chain.sample(denoise, obs, self.actor.action_dim, generator, chain_noise=chain_noise).action
+        action = self.chain.sample(denoise, obs, self.actor.action_dim, chain_noise=chain_noise, noise=noise).action
         if deterministic:
             return action
-        return add_exploration_noise(action, self.log_alpha.exp(), self.noise_scale, generator)
+        return (action + self.log_alpha.exp() * self.noise_scale * noise[-1]).clamp(-1.0, 1.0)
 
 
 class ReferenceGaussian(nn.Module):
@@ -88,24 +97,15 @@ class FusedDiffusion(nn.Module):
         self.dims = list(dims)
         self.num_steps, self.action_dim = chain.num_steps, actor.action_dim
         self.deterministic_chain_noise = reference.deterministic_chain_noise
+        self.sample_chain = torch.ops.dacer2.sample_chain.default  # the op itself: no Python wrapper per call
 
     @torch.no_grad()
     def forward(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator) -> torch.Tensor:
-        from dacer2.ops import sample_chain
-
         chain_noise = self.deterministic_chain_noise if deterministic else True
-        explore = not deterministic
-        shape = (obs.shape[0], self.action_dim)
-
-        def draw(needed: bool) -> torch.Tensor:
-            if not needed:
-                return obs.new_zeros(shape)
-            return torch.randn(shape, device=obs.device, dtype=obs.dtype, generator=generator)
-
-        # Rows: x_{T-1}, chain noise for t = T-1..1, alpha-noise; drawn in the reference chain's order.
-        rows = [draw(True)] + [draw(chain_noise) for _ in range(self.num_steps - 1)] + [draw(explore)]
-        return sample_chain(obs.contiguous(), self.packed, self.dims, self.sched, self.alpha_scale, self.rng,
-                            torch.stack(rows), chain_noise, explore)
+        noise = acting_noise(self.num_steps, obs, self.action_dim, generator)
+        # The op reads the chain-noise rows only when chain_noise and the last row only when exploring.
+        return self.sample_chain(obs.contiguous(), self.packed, self.dims, self.sched, self.alpha_scale, self.rng,
+                                 noise, chain_noise, not deterministic)
 
 
 def select_backend(name: str, family: str, device: torch.device | str = "cpu", activation: str = "mish") -> str:

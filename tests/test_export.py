@@ -32,12 +32,12 @@ def onnx_file(run_dir, tmp_path_factory):
 
 
 def policy_noise(seed, T, B, A, deterministic):
-    """The noise rows in the order a Policy draws them from its generator: x_{T-1}, the chain noise of steps
-    T-1..1, then the exploration noise (not drawn when deterministic)."""
-    generator = torch.Generator().manual_seed(seed)
-    rows = [torch.randn((B, A), generator=generator) for _ in range(T)]
-    rows.append(torch.zeros(B, A) if deterministic else torch.randn((B, A), generator=generator))
-    return torch.stack(rows).numpy()
+    """The noise block a Policy draws from its generator (dacer2.policy_backends.acting_noise): one randn of
+    [T + 1, B, A]; its last row, the exploration noise, is unused when deterministic."""
+    noise = torch.randn((T + 1, B, A), generator=torch.Generator().manual_seed(seed))
+    if deterministic:
+        noise[T] = 0.0
+    return noise.numpy()
 
 
 @pytest.mark.parametrize("backend", ["reference", "fused"])

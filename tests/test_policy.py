@@ -49,20 +49,28 @@ def test_act_shapes_and_bounds(run_dir):
     assert policy.act(np.repeat(obs[:1], 64, 0), deterministic=False).std() > 0.1
 
 
-def test_policy_matches_agent_with_same_generator_state(run_dir):
+def test_policy_is_the_trained_actor_with_its_noise_block(run_dir):
+    """Policy.act = the trained agent's actor run through the chain by hand, on the noise block the Policy draws
+    (one randn of [T + 1, B, A]: initial sample, chain noise, exploration noise), then rescaled to [-3, 3]."""
     payload = load_checkpoint(run_dir / "checkpoints" / "final.pt")
-    # The Policy runs the reference backend; the agent must too (the fused sampler draws its noise in-op).
     config = dataclasses.replace(TrainConfig.from_dict(payload["config"]), backend="reference")
     agent = DACER2Agent(payload["obs_dim"], payload["action_dim"], config)
     agent.load_training_state(payload["agent"])
+    T, alpha_k = agent.chain.num_steps, float(agent.log_alpha.exp()) * config.noise_scale
     policy = dacer2.Policy.load(run_dir / "checkpoints" / "final.pt", backend="reference")
     obs = np.random.default_rng(1).normal(size=(8, 4)).astype(np.float32)
     for deterministic in (True, False):
-        agent.generator.manual_seed(123)
         policy.seed(123)
-        expected = agent.act(torch.from_numpy(obs), deterministic=deterministic).numpy()
         got = policy.act(obs, deterministic=deterministic)
-        np.testing.assert_allclose(got, 3.0 * expected, rtol=1e-5, atol=1e-5)  # [-1, 1] -> [-3, 3]
+        noise = torch.randn((T + 1, 8, 1), generator=torch.Generator().manual_seed(123))
+        with torch.no_grad():
+            emb = agent.actor.step_embeddings(T)
+            x = noise[0]
+            for k, t in enumerate(reversed(range(T))):
+                x = agent.chain.step(x, agent.actor(torch.from_numpy(obs), x, emb[t]), t, noise[k + 1])
+            if not deterministic:
+                x = (x + alpha_k * noise[T]).clamp(-1, 1)
+        np.testing.assert_allclose(got, 3.0 * x.numpy(), rtol=1e-5, atol=1e-5)  # [-1, 1] -> [-3, 3]
 
 
 def test_same_seed_same_actions_and_loads_actor_only(run_dir):
@@ -97,6 +105,10 @@ def test_bad_observations_fail_clearly(run_dir):
         policy.act(np.zeros((2, 2, 4)))
     with pytest.raises(PolicyInputError, match="NaN.*row 1, index 2"):
         policy.act(np.array([[0, 0, 0, 0], [0, 0, np.nan, 0]], dtype=np.float32))
+    with pytest.raises(PolicyInputError, match="inf.*row 0, index 3"):
+        policy.act(np.array([0, 0, 0, -np.inf], dtype=np.float32))
+    # Huge but finite entries overflow the quick sum check; they are still accepted.
+    assert np.all(np.abs(policy.act(np.full(4, 3e38, dtype=np.float32))) <= 3.0)
 
 
 def test_missing_checkpoint_is_a_checkpoint_error(tmp_path):
