@@ -35,7 +35,7 @@ ONNX_OPSET = 18  # the first opset with a Mish operator
 
 
 class UnrolledPolicy(nn.Module):
-    """The acting computation with explicit noise: ReverseChain.sample's steps, then clip(x + alpha k xi) and the
+    """The acting computation with explicit noise: ReverseChain.sample, then clip(x + alpha k xi) and the
     rescaling to [low, high]. The step embeddings and alpha are constants of the exported graph."""
 
     def __init__(self, actor: NoisePredictor, chain: ReverseChain, alpha_scale: float, low: np.ndarray,
@@ -50,11 +50,8 @@ class UnrolledPolicy(nn.Module):
 
     def forward(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         T = self.chain.num_steps
-        x = noise[0]
-        for k in range(T):
-            t = T - 1 - k
-            eps = self.actor(obs, x, self.step_emb[t])
-            x = self.chain.step(x, eps, t, noise[k + 1] if t > 0 else None)
+        x = self.chain.sample(lambda s, x, t: self.actor(s, x, self.step_emb[t]), obs, self.actor.action_dim,
+                              noise=noise[:T]).action
         action = (x + self.alpha_scale * noise[T]).clamp(-1.0, 1.0)
         return self.low + (action + 1.0) * 0.5 * (self.high - self.low)
 
