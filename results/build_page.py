@@ -231,7 +231,7 @@ def main() -> int:
         print(f"{PAGE} needs the markers {BEGIN!r} and {END!r}", file=sys.stderr)
         return 2
     replace_block(PAGE, BEGIN, END, generated_block())
-    if MG_BEGIN in EVALUATION_PAGE.read_text():
+    if EVALUATION_PAGE.is_file() and MG_BEGIN in EVALUATION_PAGE.read_text():
         replace_block(EVALUATION_PAGE, MG_BEGIN, MG_END, multigoal_block())
     quickstart_figure()
     print(f"wrote {PAGE}, {EVALUATION_PAGE} and their figures in {FIGURES}")

@@ -23,9 +23,33 @@ def page_builder(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(module, "FIGURES", tmp_path / "docs" / "figures")
     monkeypatch.setattr(module, "PAGE", tmp_path / "docs" / "results.md")
+    monkeypatch.setattr(module, "EVALUATION_PAGE", tmp_path / "docs" / "evaluation.md")
+    monkeypatch.setattr(module, "MULTIGOAL_RUNS", tmp_path / "results" / "multigoal" / "runs")
     module.PAGE.parent.mkdir(parents=True)
     module.PAGE.write_text(f"# hand-written intro\n\n{module.BEGIN}\nstale\n{module.END}\n\nhand-written outro\n")
+    module.EVALUATION_PAGE.write_text(f"intro\n{module.MG_BEGIN}\nstale\n{module.MG_END}\noutro\n")
     return module
+
+
+def test_multigoal_table_from_eval_reports(page_builder):
+    def report(counts, coverage):
+        return {"counts": dict(zip(("right", "left", "up", "down"), counts)), "coverage": coverage}
+
+    for algo, seed, det, cov in [("dacer2", 0, (50, 50, 50, 50), 4), ("dacer2", 1, (100, 100, 0, 0), 2),
+                                 ("gaussian", 0, (0, 0, 200, 0), 1)]:
+        run = page_builder.MULTIGOAL_RUNS / f"{algo}__{seed}"
+        run.mkdir(parents=True)
+        (run / "eval.json").write_text(json.dumps({
+            "env_steps": 60_000, "returns": {"deterministic": {"mean": -200.0}},
+            "multigoal": {"deterministic": report(det, cov), "stochastic": report((50, 50, 50, 50), 4)}}))
+    (page_builder.MULTIGOAL_RUNS / "dacer2__1" / "eval_30k.json").write_text(json.dumps(
+        {"multigoal": {"deterministic": report((200, 0, 0, 0), 1)}}))
+    assert page_builder.main() == 0
+    text = page_builder.EVALUATION_PAGE.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "stale" not in text
+    assert "| dacer2 | 1 | 60k | 100/100/0/0 (2/4) | 50/50/50/50 (4/4) | 200/0/0/0 (1/4) | -200.0 |" in text
+    assert "**dacer2**: all four goals deterministically on 1 of 2 seeds" in text
+    assert "**gaussian**: all four goals deterministically on 0 of 1 seeds; deterministic coverage 1-1" in text
 
 
 def finished_run(root, algo, seed, returns):
