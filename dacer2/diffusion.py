@@ -142,10 +142,13 @@ class ReverseChain:
 
 
 def add_exploration_noise(
-    action: torch.Tensor, alpha: torch.Tensor, noise_scale: float, generator: torch.Generator | None = None
+    action: torch.Tensor, alpha: torch.Tensor | float, noise_scale: float,
+    generator: torch.Generator | None = None, xi: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """DACER's entropy regulator on the executed action: clip(x + alpha * k * xi, -1, 1)."""
-    xi = torch.randn(action.shape, device=action.device, dtype=action.dtype, generator=generator)
+    """DACER's entropy regulator on the executed action: clip(x + alpha * k * xi, -1, 1); xi is drawn from
+    `generator` unless given (the Policy and the exported file pass their pre-drawn noise row)."""
+    if xi is None:
+        xi = torch.randn(action.shape, device=action.device, dtype=action.dtype, generator=generator)
     return (action + alpha * noise_scale * xi).clamp(-1.0, 1.0)
 
 

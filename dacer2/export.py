@@ -28,7 +28,7 @@ import torch
 import tyro
 from torch import nn
 
-from dacer2.diffusion import ReverseChain
+from dacer2.diffusion import ReverseChain, add_exploration_noise
 from dacer2.networks import NoisePredictor
 
 ONNX_OPSET = 18  # the first opset with a Mish operator
@@ -52,7 +52,7 @@ class UnrolledPolicy(nn.Module):
         T = self.chain.num_steps
         x = self.chain.sample(lambda s, x, t: self.actor(s, x, self.step_emb[t]), obs, self.actor.action_dim,
                               noise=noise[:T]).action
-        action = (x + self.alpha_scale * noise[T]).clamp(-1.0, 1.0)
+        action = add_exploration_noise(x, self.alpha_scale, 1.0, xi=noise[T])
         return self.low + (action + 1.0) * 0.5 * (self.high - self.low)
 
 
@@ -65,8 +65,8 @@ def unrolled_policy(policy) -> UnrolledPolicy:
     return UnrolledPolicy(reference.actor, reference.chain, alpha_scale, policy.action_low, policy.action_high).eval()
 
 
-def export_onnx(policy, path: str | Path) -> Path:
-    """Write `policy` as ONNX with a dynamic batch dimension; returns the path."""
+def export_onnx(policy, path: str | Path) -> tuple[Path, UnrolledPolicy]:
+    """Write `policy` as ONNX with a dynamic batch dimension; returns the path and the exported module."""
     module = unrolled_policy(policy)
     T, S, A = module.chain.num_steps, policy.info.obs_dim, policy.info.action_dim
     example = (torch.zeros(2, S), torch.zeros(T + 1, 2, A))
@@ -78,7 +78,7 @@ def export_onnx(policy, path: str | Path) -> Path:
                                     input_names=["obs", "noise"], output_names=["action"],
                                     dynamic_shapes={"obs": {0: batch}, "noise": {1: batch}})
     program.save(str(path))
-    return path
+    return path, module
 
 
 @dataclass
@@ -93,12 +93,12 @@ class ExportArgs:
     """Run the file once with onnxruntime (if installed) and compare it with Policy.act on the same noise."""
 
 
-def check_with_onnxruntime(policy, path: Path, batch: int = 3, seed: int = 0) -> float:
-    """Largest |difference| between the ONNX file under onnxruntime and the policy's own computation."""
+def check_with_onnxruntime(module: UnrolledPolicy, path: Path, batch: int = 3, seed: int = 0) -> float:
+    """Largest |difference| between the ONNX file under onnxruntime and the module it was exported from."""
     import onnxruntime
 
-    module = unrolled_policy(policy)
-    T, S, A = module.chain.num_steps, policy.info.obs_dim, policy.info.action_dim
+    T, A = module.chain.num_steps, module.actor.action_dim
+    S = module.actor.obs_dim
     rng = np.random.default_rng(seed)
     obs = rng.standard_normal((batch, S)).astype(np.float32)
     noise = rng.standard_normal((T + 1, batch, A)).astype(np.float32)
@@ -116,7 +116,7 @@ def export_main(argv: list[str] | None = None) -> int:
 
     try:
         policy = Policy.load(args.run, backend="reference")
-        path = export_onnx(policy, args.out)
+        path, module = export_onnx(policy, args.out)
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"dacer2-export: error: {exc}", file=sys.stderr)
         return 2
@@ -127,7 +127,7 @@ def export_main(argv: list[str] | None = None) -> int:
           f"T = {policy.config.diffusion_steps})")
     if args.check:
         try:
-            print(f"onnxruntime check: max |difference| to the policy {check_with_onnxruntime(policy, path):.2e}")
+            print(f"onnxruntime check: max |difference| to the policy {check_with_onnxruntime(module, path):.2e}")
         except ImportError:
             print("onnxruntime is not installed: skipped the check (pip install onnxruntime)")
     return 0

@@ -58,7 +58,7 @@ class ReferenceDiffusion(nn.Module):
         action = self.chain.sample(denoise, obs, self.actor.action_dim, chain_noise=chain_noise, noise=noise).action
         if deterministic:
             return action
-        return (action + self.log_alpha.exp() * self.noise_scale * noise[-1]).clamp(-1.0, 1.0)
+        return add_exploration_noise(action, self.log_alpha.exp(), self.noise_scale, xi=noise[-1])
 
 
 class ReferenceGaussian(nn.Module):
