@@ -1,6 +1,8 @@
 """DACER2, top to bottom: acting with the reverse diffusion chain, the distributional critic update, the policy
-update L_q + eta L_g, target and alpha updates. Section numbers refer to docs/algorithm.md. This plain-PyTorch
-agent is the reference that fused kernels must reproduce.
+update L_q + eta L_g, target and alpha updates. Section numbers refer to docs/algorithm.md.
+
+The reverse chain, acting, the critic's value and L_g's pieces come from a backend (dacer2/agent_backend.py): the
+plain-PyTorch reference, which defines them, or the fused dacer2:: ops, which must reproduce it.
 
 Actions live in [-1, 1]^A; the environment wrapper rescales them to the env's bounds.
 """
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from dacer2.config import TrainConfig
+from dacer2.agent_backend import AgentBackend, ReferenceBackend
 from dacer2.diffusion import ChainOutput, DiffusionSchedule, ReverseChain, add_exploration_noise, temporal_weight
 from dacer2.entropy import estimate_entropy
 from dacer2.networks import NoisePredictor, TwinDistributionalCritic
@@ -22,7 +25,6 @@ from dacer2.networks import NoisePredictor, TwinDistributionalCritic
 # Constants the algorithm fixes that are not flags (docs/algorithm.md).
 CRITIC_LOSS_EPS = 0.1  # the eps of the DSAC-T loss (section 2)
 TARGET_NOISE_CLIP = 3.0  # clip(z, -3, 3) of the sampled target, and the +-3 b_i clip of y_b
-GRAD_NORM_EPS = 1e-8  # g_hat = g / (||g|| + 1e-8) (section 3)
 
 
 class Batch(NamedTuple):
@@ -88,12 +90,14 @@ class DACER2Agent(nn.Module):
         self.num_updates = 0
         self._sigma_running_initialised = False
         self._last_policy_metrics: dict[str, torch.Tensor] = {}
-        # Compute backend: fused dacer2:: ops or the plain PyTorch below (resolution: dacer2/ops/__init__.py).
+        # Compute backend: "fused" dacer2:: ops or the plain-PyTorch "reference" (resolution: dacer2/ops/__init__.py).
         from dacer2.ops import resolve_backend
-        from dacer2.ops.agent_paths import FusedAgentPaths
+        from dacer2.ops.agent_backend import FusedBackend
 
         self.backend = resolve_backend(cfg.backend, self.device, cfg.activation)
-        self._fused = FusedAgentPaths(self) if self.backend == "fused" else None
+        reference = ReferenceBackend(self.actor, self.critic, self.chain, self.log_alpha, self.generator,
+                                     cfg.noise_scale, cfg.qgrad_stop_gradient)
+        self.compute: AgentBackend = FusedBackend(reference, cfg.seed) if self.backend == "fused" else reference
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -106,14 +110,7 @@ class DACER2Agent(nn.Module):
         """The reverse chain for a batch of states; differentiable w.r.t. the actor's weights. The fused backend
         records visited/eps only when a graph is being built (its eps are eps_theta(s, sg(x_t), t) under
         qgrad_stop_gradient)."""
-        if self._fused is not None:
-            return self._fused.run_chain(obs, chain_noise)
-        step_emb = self.actor.step_embeddings(self.chain.num_steps)
-
-        def denoise(s: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
-            return self.actor(s, x, step_emb[t])
-
-        return self.chain.sample(denoise, obs, self.action_dim, self.generator, chain_noise=chain_noise)
+        return self.compute.run_chain(obs, chain_noise)
 
     def explore(self, chain_action: torch.Tensor) -> torch.Tensor:
         """The executed action: chain output plus alpha-scaled noise (alpha is not trained by the actor)."""
@@ -122,12 +119,8 @@ class DACER2Agent(nn.Module):
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions in [-1, 1] for a batch of states. Deterministic = no alpha-noise (and no chain noise if the
         deterministic_chain_noise switch is off). Never builds a graph."""
-        if self._fused is not None:
-            return self._fused.act(obs, deterministic)  # the op never records autograd (no no_grad cost here)
-        with torch.no_grad():
-            if deterministic:
-                return self.run_chain(obs, chain_noise=self.cfg.deterministic_chain_noise).action
-            return self.explore(self.run_chain(obs).action)
+        chain_noise = self.cfg.deterministic_chain_noise if deterministic else True
+        return self.compute.act(obs, chain_noise, explore=not deterministic)
 
     # ----------------------------------------------------------------------------------------------------
     # Section 2: critic.
@@ -162,39 +155,20 @@ class DACER2Agent(nn.Module):
     # Section 3: policy loss L_q + eta L_g.
     # ----------------------------------------------------------------------------------------------------
     def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str = "min") -> torch.Tensor:
-        """A scalar Q per sample from the twin means, through frozen critic weights (gradients reach the action)."""
-        if self._fused is not None and not obs.requires_grad:
-            return self._fused.critic_value(obs, action, which)
-        mu, _ = self.critic(obs, action, detach_params=True)
-        if which == "min":
-            return mu.min(dim=0).values
-        if which == "mean":
-            return mu.mean(dim=0)
-        return mu[0]
+        """A scalar Q per sample from the twin means (min, mean or q1), through frozen critic weights (gradients
+        reach the action). obs [B, S]; action [B, A], or a stack [T, B, A] of actions for the same states.
+        Tests replace this method with a known Q; L_g then differentiates theirs."""
+        return self.compute.critic_value(obs, action, which)
 
     def qgrad_field_loss(self, obs: torch.Tensor, chain: ChainOutput) -> torch.Tensor:
         """L_g: at every visited (x_t, t), supervise eps_theta with u_t = -w(t) g_hat_t, g_t = grad_a Q(s, sg(x_t))."""
-        if self._fused is not None:
-            return self._fused.qgrad_field_loss(obs, chain)
-        T, (B, S) = len(chain.steps), obs.shape
-        visited = torch.stack(chain.visited).detach()  # [T, B, A], first row is x_{T-1}
-        obs_all = obs.expand(T, B, S).reshape(T * B, S)
-        x_probe = visited.reshape(T * B, -1).requires_grad_(True)
-        q = self.critic_value(obs_all, x_probe, self.cfg.qgrad_critic)
-        (grad_q,) = torch.autograd.grad(q.sum(), x_probe)
-        grad_q = grad_q.view(T, B, -1)
-        grad_unit = grad_q / (grad_q.norm(dim=-1, keepdim=True) + GRAD_NORM_EPS)
-        steps = torch.tensor(chain.steps, device=obs.device)
-        target = -self.step_weight[steps][:, None, None] * grad_unit
-
-        if self.cfg.qgrad_stop_gradient:
-            # eps_theta(s, sg(x_t), t): same values as the chain's own eps, but no gradient into x_t.
-            step_emb = self.actor.step_embeddings(self.chain.num_steps)[steps]  # [T, E]
-            emb_all = step_emb[:, None, :].expand(T, B, -1).reshape(T * B, -1)
-            eps_pred = self.actor(obs_all, visited.reshape(T * B, -1), emb_all).view(T, B, -1)
-        else:
-            eps_pred = torch.stack(chain.eps)
-        return (eps_pred - target).pow(2).mean()
+        visited = torch.stack(chain.visited).detach().requires_grad_(True)  # [T, B, A], first row is x_{T-1}
+        q = self.critic_value(obs, visited, self.cfg.qgrad_critic)
+        (grad_q,) = torch.autograd.grad(q.sum(), visited)
+        weight = self.step_weight[torch.tensor(chain.steps, device=obs.device)]
+        # eps_theta(s, sg(x_t), t) under qgrad_stop_gradient: the chain's eps values, no gradient into x_t.
+        eps = self.compute.qgrad_eps(obs, chain)
+        return self.compute.qgrad_loss(eps, grad_q, weight)
 
     def policy_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         chain = self.run_chain(obs)

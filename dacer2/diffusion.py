@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
@@ -82,6 +82,17 @@ class ChainOutput:
     steps: list[int]
 
 
+class ChainCoefficients(NamedTuple):
+    """The per-step constants of the posterior step, each indexable by step t: x0_hat = clip(coef_x x - coef_eps
+    eps, -1, 1), then x = c1 x0_hat + c2 x (+ std z). The fused ops take them as the rows of one [5, T] tensor."""
+
+    coef_x: Sequence
+    coef_eps: Sequence
+    c1: Sequence
+    c2: Sequence
+    std: Sequence
+
+
 class ReverseChain:
     """Samples x_0 by running the reverse process from Gaussian noise, fully differentiable (reparameterised).
 
@@ -90,24 +101,36 @@ class ReverseChain:
     """
 
     def __init__(self, schedule: DiffusionSchedule):
-        self.schedule = schedule
+        self.schedule: DiffusionSchedule | None = schedule
         s = schedule
-        self._coef_x = s.sqrt_recip_alphas_cumprod.tolist()
-        self._coef_eps = s.sqrt_recipm1_alphas_cumprod.tolist()
-        self._c1 = s.posterior_mean_coef1.tolist()
-        self._c2 = s.posterior_mean_coef2.tolist()
-        self._std = torch.exp(0.5 * s.posterior_log_variance).tolist()
+        self.coefficients = ChainCoefficients(
+            coef_x=s.sqrt_recip_alphas_cumprod.tolist(),
+            coef_eps=s.sqrt_recipm1_alphas_cumprod.tolist(),
+            c1=s.posterior_mean_coef1.tolist(),
+            c2=s.posterior_mean_coef2.tolist(),
+            std=torch.exp(0.5 * s.posterior_log_variance).tolist(),
+        )
+
+    @classmethod
+    def from_coefficients(cls, coefficients: Sequence[Sequence]) -> "ReverseChain":
+        """A chain over given constants, e.g. the rows of a fused op's [5, T] schedule tensor: the ops' plain-PyTorch
+        twins run this very chain, in the op's dtype and on its device."""
+        chain = cls.__new__(cls)
+        chain.schedule = None
+        chain.coefficients = ChainCoefficients(*coefficients)
+        return chain
 
     @property
     def num_steps(self) -> int:
-        return self.schedule.num_steps
+        return len(self.coefficients.coef_x)
 
     def step(self, x: torch.Tensor, eps: torch.Tensor, t: int, noise: torch.Tensor | None) -> torch.Tensor:
         """One posterior step x_t -> x_{t-1}; `noise` is z ~ N(0, I), ignored at t = 0."""
-        x0_hat = (self._coef_x[t] * x - self._coef_eps[t] * eps).clamp(-1.0, 1.0)
-        mean = self._c1[t] * x0_hat + self._c2[t] * x
+        c = self.coefficients
+        x0_hat = (c.coef_x[t] * x - c.coef_eps[t] * eps).clamp(-1.0, 1.0)
+        mean = c.c1[t] * x0_hat + c.c2[t] * x
         if t > 0 and noise is not None:
-            return mean + self._std[t] * noise
+            return mean + c.std[t] * noise
         return mean
 
     def sample(
@@ -117,28 +140,48 @@ class ReverseChain:
         action_dim: int,
         generator: torch.Generator | None = None,
         chain_noise: bool = True,
-        initial: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
     ) -> ChainOutput:
         """Run all T steps. `chain_noise=False` zeroes the per-step posterior noise (a deterministic chain
-        from fixed initial noise); `initial` overrides the starting noise x_{T-1}. `noise` [T, B, A] supplies
-        all of it instead of the generator: row 0 is x_{T-1}, row k the posterior noise of step T-1-k."""
-        batch = obs.shape[0]
-        x = initial if noise is None else noise[0]
-        if x is None:
-            x = torch.randn(batch, action_dim, device=obs.device, dtype=obs.dtype, generator=generator)
+        from fixed initial noise). `noise` [>= T, B, A] (draw_chain_noise's layout) supplies all of it; else it is
+        drawn from `generator` step by step."""
+        if noise is None:
+            noise = draw_chain_noise(self.num_steps, obs, action_dim, generator, chain_noise=chain_noise)
+        x = noise[0]
         visited, eps_seen, steps = [], [], []
         for k, t in enumerate(reversed(range(self.num_steps))):
             eps = denoiser(obs, x, t)
-            z = None
-            if chain_noise and t > 0:
-                z = noise[k + 1] if noise is not None else torch.randn(x.shape, device=x.device, dtype=x.dtype,
-                                                                      generator=generator)
             visited.append(x)
             eps_seen.append(eps)
             steps.append(t)
-            x = self.step(x, eps, t, z)
+            x = self.step(x, eps, t, noise[k + 1] if chain_noise and t > 0 else None)
         return ChainOutput(action=x, visited=visited, eps=eps_seen, steps=steps)
+
+
+def draw_chain_noise(
+    num_steps: int, obs: torch.Tensor, action_dim: int, generator: torch.Generator | None = None, *,
+    chain_noise: bool = True, exploration_row: bool = False, one_draw: bool = False,
+) -> torch.Tensor:
+    """Every random number of one pass of the chain for the states `obs`, as a block [T, B, A] in the op's dtype
+    and device: row 0 is the initial sample x_{T-1}, row k the posterior noise z of step T-1-k, and with
+    `exploration_row` a row T for the executed action's xi. The fused ops and an exported file take this layout.
+
+    Two draw orders, both load-bearing (seeded runs, checkpoints and exported files reproduce them):
+    - step by step (the default): the rows in the order the chain consumes them, one draw each, leaving zero the
+      rows that `chain_noise=False` switches off and the exploration row (the training agent draws its xi after
+      the chain, in add_exploration_noise). Both agent backends draw this way, so a fused update consumes the
+      generator exactly as a reference update does.
+    - `one_draw`: the whole block in a single draw, every row drawn: the deployable Policy's, so a Policy and its
+      exported file give the same action for the same seed.
+    """
+    rows = num_steps + int(exploration_row)
+    shape = (rows, obs.shape[0], action_dim)
+    if one_draw:
+        return torch.randn(shape, device=obs.device, dtype=obs.dtype, generator=generator)
+    noise = obs.new_zeros(shape)
+    for k in range(num_steps if chain_noise else 1):
+        noise[k].normal_(generator=generator)  # the same numbers torch.randn(B, A) would draw here
+    return noise
 
 
 def add_exploration_noise(

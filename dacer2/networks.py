@@ -15,6 +15,10 @@ from torch import nn
 
 from dacer2.diffusion import sinusoidal_embedding
 
+# Which scalar Q the actor's losses read from the twin means (algorithm.md §3, --qgrad-critic); the fused ops
+# take the index into this tuple.
+CRITIC_CHOICES = ("min", "mean", "q1")
+
 ACTIVATIONS = {"mish": F.mish, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
 
 
@@ -106,3 +110,12 @@ class TwinDistributionalCritic(nn.Module):
             h = self.act(layer(h, detach_params))
         out = self.layers[-1](h, detach_params)
         return out[..., 0], F.softplus(out[..., 1])
+
+
+def twin_value(mu: torch.Tensor, which: str = "min") -> torch.Tensor:
+    """One value per sample from the twin means mu [2, ...]: their min, their mean, or Q1's."""
+    if which == "min":
+        return mu.min(dim=0).values
+    if which == "mean":
+        return mu.mean(dim=0)
+    return mu[0]

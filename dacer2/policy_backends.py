@@ -14,25 +14,18 @@ fused where kernels exist and the activation is mish); the Gaussian comparison p
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import torch
 from torch import nn
 
-from dacer2.diffusion import ReverseChain, add_exploration_noise
+from dacer2.diffusion import ReverseChain, add_exploration_noise, draw_chain_noise
 from dacer2.gaussian import GaussianActor
 from dacer2.networks import NoisePredictor
 
 
-class Backend(Protocol):
-    def __call__(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator) -> torch.Tensor: ...
-
-
 def acting_noise(T: int, obs: torch.Tensor, action_dim: int, generator: torch.Generator) -> torch.Tensor:
-    """Every random number of one diffusion-policy action, in one draw: [T + 1, B, A], row 0 the chain's initial
-    sample x_{T-1}, rows 1..T-1 the chain noise of steps T-1..1, row T the exploration noise. The same layout is
-    the `noise` input of a dacer2-export ONNX file, so a Policy and its exported file agree for the same rows."""
-    return torch.randn((T + 1, obs.shape[0], action_dim), device=obs.device, dtype=obs.dtype, generator=generator)
+    """Every random number of one diffusion-policy action, [T + 1, B, A] in draw_chain_noise's layout (the `noise`
+    input of a dacer2-export ONNX file), drawn in one block, so a Policy and its exported file agree for a seed."""
+    return draw_chain_noise(T, obs, action_dim, generator, exploration_row=True, one_draw=True)
 
 
 class ReferenceDiffusion(nn.Module):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from dacer2.diffusion import DiffusionSchedule, ReverseChain, sinusoidal_embedding, temporal_weight
+from dacer2.diffusion import DiffusionSchedule, ReverseChain, draw_chain_noise, sinusoidal_embedding, temporal_weight
 
 
 def test_vp_schedule_T5_matches_spec():
@@ -63,7 +63,7 @@ def test_every_schedule_coefficient_matches_its_closed_form(T):
     # The chain's own per-step noise std is the square root of that variance (0 at t = 0 where it is unused).
     chain = ReverseChain(s)
     for t in range(1, T):
-        assert chain._std[t] == pytest.approx(math.sqrt(ref["var"][t]), rel=1e-12)
+        assert chain.coefficients.std[t] == pytest.approx(math.sqrt(ref["var"][t]), rel=1e-12)
 
 
 def test_schedule_rejects_zero_steps():
@@ -109,12 +109,39 @@ def test_sampler_shape_range_and_seed(T):
 
 def test_chain_noise_switch():
     chain = ReverseChain(DiffusionSchedule.vp(5))
-    obs, x0 = torch.randn(4, 2), torch.randn(4, 3)
-    quiet_a = chain.sample(_linear_denoiser, obs, 3, torch.Generator().manual_seed(1), chain_noise=False, initial=x0)
-    quiet_b = chain.sample(_linear_denoiser, obs, 3, torch.Generator().manual_seed(9), chain_noise=False, initial=x0)
-    noisy = chain.sample(_linear_denoiser, obs, 3, torch.Generator().manual_seed(1), chain_noise=True, initial=x0)
+    obs, noise_a, noise_b = torch.randn(4, 2), torch.randn(5, 4, 3), torch.randn(5, 4, 3)
+    noise_b[0] = noise_a[0]  # the same start x_{T-1}, other chain noise
+    quiet_a = chain.sample(_linear_denoiser, obs, 3, chain_noise=False, noise=noise_a)
+    quiet_b = chain.sample(_linear_denoiser, obs, 3, chain_noise=False, noise=noise_b)
+    noisy = chain.sample(_linear_denoiser, obs, 3, chain_noise=True, noise=noise_a)
     assert torch.equal(quiet_a.action, quiet_b.action)  # no randomness left once the start is fixed
     assert not torch.allclose(quiet_a.action, noisy.action)
+
+
+@pytest.mark.parametrize("chain_noise", [True, False])
+def test_generator_draws_are_the_noise_block(chain_noise):
+    """Drawn step by step, the chain's noise is one randn per row in the order the chain uses it (the training
+    agent's draw order, which the fused backend reproduces by injecting draw_chain_noise's block)."""
+    chain, obs = ReverseChain(DiffusionSchedule.vp(5)), torch.randn(7, 2)
+    g = torch.Generator().manual_seed(4)
+    rows = [torch.randn(7, 3, generator=g) for _ in range(5 if chain_noise else 1)]
+    block = draw_chain_noise(5, obs, 3, torch.Generator().manual_seed(4), chain_noise=chain_noise)
+    assert torch.equal(block[: len(rows)], torch.stack(rows)) and not block[len(rows):].any()
+    drawn = chain.sample(_linear_denoiser, obs, 3, torch.Generator().manual_seed(4), chain_noise=chain_noise)
+    given = chain.sample(_linear_denoiser, obs, 3, chain_noise=chain_noise, noise=block)
+    assert torch.equal(drawn.action, given.action)
+
+
+def test_chain_from_schedule_tensor_rows():
+    """The ops' twins run ReverseChain over the rows of a [5, T] tensor: the same chain as the Python floats."""
+    from dacer2.ops import schedule_tensor
+
+    chain = ReverseChain(DiffusionSchedule.vp(5))
+    obs, noise = torch.randn(6, 2, dtype=torch.float64), torch.randn(5, 6, 3, dtype=torch.float64)
+    twin = ReverseChain.from_coefficients(schedule_tensor(chain, torch.float64))
+    assert twin.num_steps == 5
+    assert torch.equal(twin.sample(_linear_denoiser, obs, 3, noise=noise).action,
+                       chain.sample(_linear_denoiser, obs, 3, noise=noise).action)
 
 
 def test_chain_step_formula_by_hand():

@@ -1,8 +1,8 @@
 """Fused DACER2 kernels as PyTorch custom ops in the `dacer2::` namespace.
 
-Ops (schemas in _registry.py; plain-PyTorch twins in reference.py; C++ CPU kernels in csrc/; Triton CUDA
-kernels in kernels/ = dacer2.kernels for sample_chain, critic_action_grad and qgrad_loss; on CUDA the training
-chain runs composed.py, the C++ kernel's algorithm in torch ops, until it has a Triton kernel):
+Ops (schemas in _registry.py; plain-PyTorch twins in reference.py; C++ CPU kernels in csrc/; CUDA kernels
+registered in cuda.py: the Triton kernels of kernels/ = dacer2.kernels, else composed.py, the C++ kernel's
+algorithm in torch ops, or the twins):
   sample_chain        acting: the whole reverse chain + chain noise + alpha-noise + clip, noise made in-op
   chain_forward/_backward   training chain with autograd, L_g's gradient shares the weight-gradient GEMMs
   qgrad_loss(/_backward)    L_g: normalisation, w(t), squared error and its gradient
@@ -13,6 +13,9 @@ DACER2_BACKEND (fused|reference), else picks "fused" when the device has fused k
 built; CUDA: Triton is importable) and "reference" otherwise. A fused call on a device without its kernel
 still runs, with correct gradients: the dispatcher falls back to FALLBACK_KERNELS in _registry.py (the
 reference twins, and composed.py's explicit backward passes where a twin would need autograd).
+
+DACER2Agent's fused backend (agent_backend.py) calls these ops. Imports run one way: dacer2.ops imports
+dacer2._C and dacer2.kernels, never the reverse.
 """
 
 from __future__ import annotations
@@ -23,17 +26,10 @@ from pathlib import Path
 
 import torch
 
-from dacer2.ops import reference
+from dacer2.networks import CRITIC_CHOICES
+from dacer2.ops import composed, cuda, reference
 from dacer2.ops._registry import ops
-from dacer2.ops.packing import (
-    PackCache,
-    critic_dims,
-    denoiser_dims,
-    pack_critic,
-    pack_denoiser,
-    schedule_tensor,
-    unpack_denoiser,
-)
+from dacer2.ops.packing import critic_dims, denoiser_dims, pack_critic, pack_denoiser, schedule_tensor, unpack_denoiser
 
 BACKENDS = ("auto", "fused", "reference")
 ENV_VAR = "DACER2_BACKEND"
@@ -52,18 +48,9 @@ def _load_cpu_extension() -> tuple[bool, str | None]:
     return True, None
 
 
-def _load_cuda_kernels() -> bool:
-    if not torch.cuda.is_available():
-        return False  # nothing to register for: skip importing Triton (about a second) on CPU-only machines
-    try:
-        from dacer2.kernels import register  # Triton is optional
-    except ImportError:
-        return False
-    return register()
-
-
 HAS_CPU_KERNELS, CPU_EXTENSION_ERROR = _load_cpu_extension()
-HAS_CUDA_KERNELS = _load_cuda_kernels()
+# Checked only where CUDA exists, so CPU-only machines never import Triton (about a second).
+HAS_CUDA_KERNELS = torch.cuda.is_available() and cuda.triton_kernels() is not None
 
 
 def has_fused_kernels(device: torch.device | str) -> bool:
@@ -93,25 +80,7 @@ def resolve_backend(requested: str = "auto", device: torch.device | str = "cpu",
     return requested
 
 
-CRITIC_MODES = {"min": 0, "mean": 1, "q1": 2}
-
-
-def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise=None, chain_noise=True, explore=True):
-    return ops.sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore)
-
-
-def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad=True):
-    """(action, visited [T,B,A], eps [T,B,A]); differentiable w.r.t. obs and packed."""
-    action, visited, eps, _, _ = ops.chain_forward(obs, packed, dims, sched, noise, eps_stop_grad)
-    return action, visited, eps
-
-
-def qgrad_loss(eps, g, weight):
-    return ops.qgrad_loss(eps, g, weight)
-
-
-def critic_action_grad(obs, action, packed, dims, mode="min"):
-    return ops.critic_action_grad(obs, action, packed, dims, CRITIC_MODES[mode] if isinstance(mode, str) else mode)
+CRITIC_MODES = {name: mode for mode, name in enumerate(CRITIC_CHOICES)}  # the ops' `mode` argument
 
 
 def new_rng_state(seed: int, device="cpu") -> torch.Tensor:
@@ -119,8 +88,7 @@ def new_rng_state(seed: int, device="cpu") -> torch.Tensor:
 
 
 __all__ = [
-    "BACKENDS", "CPU_EXTENSION_ERROR", "CRITIC_MODES", "ENV_VAR", "HAS_CPU_KERNELS", "HAS_CUDA_KERNELS", "PackCache", "chain_forward",
-    "critic_action_grad", "critic_dims", "denoiser_dims", "has_fused_kernels", "new_rng_state", "ops",
-    "pack_critic", "pack_denoiser", "qgrad_loss", "reference", "resolve_backend", "sample_chain",
-    "schedule_tensor", "unpack_denoiser",
+    "BACKENDS", "CPU_EXTENSION_ERROR", "CRITIC_MODES", "ENV_VAR", "HAS_CPU_KERNELS", "HAS_CUDA_KERNELS", "composed",
+    "critic_dims", "denoiser_dims", "has_fused_kernels", "new_rng_state", "ops", "pack_critic", "pack_denoiser",
+    "reference", "resolve_backend", "schedule_tensor", "unpack_denoiser",
 ]

@@ -1,6 +1,6 @@
 """The dacer2:: operator library: schemas, fake (meta) kernels, autograd formulas, and device-agnostic kernels
 (FALLBACK_KERNELS) registered as CompositeExplicitAutograd so every device has one. The C++ extension (dacer2._C)
-adds CPU kernels and dacer2.kernels (Triton) adds CUDA kernels; a backend-specific kernel wins over the composite.
+adds CPU kernels and dacer2/ops/cuda.py the CUDA ones; a backend-specific kernel wins over the composite.
 """
 
 from __future__ import annotations
@@ -44,31 +44,6 @@ for _name, _schema in SCHEMAS.items():
     _lib.impl(_name, FALLBACK_KERNELS[_name], "CompositeExplicitAutograd")
 
 ops = torch.ops.dacer2
-
-# On CUDA the training chain runs Triton (dacer2.kernels) where installed and the shape is supported, else
-# the C++ kernel's algorithm in torch ops (cuBLAS GEMMs, saved activations, two-stream backward), not the
-# reference twin's recompute-by-autograd.
-
-# dacer2.kernels.register() may install a Triton forward here; it returns None for shapes it does not support.
-CUDA_OVERRIDES: dict = {}
-
-
-def _chain_forward_cuda(obs, packed, dims, sched, noise, eps_stop_grad):
-    triton_fn = CUDA_OVERRIDES.get("chain_forward")
-    out = triton_fn(obs, packed, dims, sched, noise, eps_stop_grad) if triton_fn is not None else None
-    return out if out is not None else composed.chain_forward(obs, packed, dims, sched, noise, eps_stop_grad)
-
-
-_lib.impl("chain_forward", _chain_forward_cuda, "CUDA")
-
-
-def _chain_backward_cuda(*args):
-    triton_fn = CUDA_OVERRIDES.get("chain_backward")
-    out = triton_fn(*args) if triton_fn is not None else None
-    return out if out is not None else composed.chain_backward(*args)
-
-
-_lib.impl("chain_backward", _chain_backward_cuda, "CUDA")
 
 
 # ---- fake kernels -----------------------------------------------------------------------------------------

@@ -17,44 +17,34 @@ from __future__ import annotations
 
 import torch
 
-from dacer2.ops.packing import unpack_denoiser
-
-
-def _mish_and_grad(z):
-    e = torch.exp(z.clamp(max=20.0))
-    n = e * (e + 2.0)
-    tq = n / (n + 2.0)
-    return z * tq, tq + z * (1.0 - tq * tq) * e / (1.0 + e)
+from dacer2.diffusion import ReverseChain
+from dacer2.networks import CRITIC_CHOICES, twin_value
+from dacer2.ops.packing import critic_layers, unpack_denoiser
+from dacer2.ops.reference import critic_forward, mish_and_grad
 
 
 def critic_action_grad(obs, action, packed, dims, mode):
     """min/mean/q1 (mode 0/1/2) of the twin critic means and its gradient w.r.t. the action, backward written out.
     Layout of `packed` and `dims` as reference.critic_forward; action [N, B, A], obs [B, S]."""
-    S, A, *H = dims
-    sizes = [S + A, *H, 2]
+    S, A = dims[:2]
     N, B = action.shape[:2]
-    h = torch.cat([obs.expand(N, B, S), action], dim=-1).reshape(1, N * B, S + A).expand(2, -1, -1)
-    weights, derivs, off = [], [], 0
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        w = packed[off : off + 2 * n_in * n_out].view(2, n_in, n_out)
-        off += 2 * n_in * n_out
-        b = packed[off : off + 2 * n_out].view(2, 1, n_out)
-        off += 2 * n_out
-        weights.append(w)
-        h = torch.baddbmm(b, h, w)
-        if i < len(sizes) - 2:
-            h, d = _mish_and_grad(h)
-            derivs.append(d)
-    mu = h[..., 0]  # [2, N*B]
+    derivs = []
+
+    def mish_saving_grad(z):
+        h, d = mish_and_grad(z)
+        derivs.append(d)
+        return h
+
+    mu = critic_forward(obs, action, packed, dims, mish_saving_grad).view(2, N * B)
+    q = twin_value(mu, CRITIC_CHOICES[mode])
     if mode == 0:
-        lower = mu.argmin(dim=0)
-        q = mu.gather(0, lower[None])[0]
-        dq_dmu = torch.nn.functional.one_hot(lower, 2).t().to(mu.dtype)
+        dq_dmu = torch.nn.functional.one_hot(mu.argmin(dim=0), 2).t().to(mu.dtype)
     elif mode == 1:
-        q, dq_dmu = mu.mean(dim=0), torch.full_like(mu, 0.5)
+        dq_dmu = torch.full_like(mu, 0.5)
     else:
-        q, dq_dmu = mu[0], torch.stack([torch.ones_like(mu[0]), torch.zeros_like(mu[0])])
-    delta = torch.zeros_like(h)
+        dq_dmu = torch.stack([torch.ones_like(mu[0]), torch.zeros_like(mu[0])])
+    weights = [w for w, _ in critic_layers(packed, dims)]
+    delta = mu.new_zeros(2, N * B, 2)
     delta[..., 0] = dq_dmu
     for i in range(len(weights) - 1, 0, -1):
         delta = torch.bmm(delta, weights[i].transpose(1, 2)) * derivs[i - 1]
@@ -79,30 +69,24 @@ def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad):
     S, A, T, *H = dims
     B = obs.shape[0]
     w1o, w1x, sb, hidden, wo, bo = unpack_denoiser(packed, dims)
-    visited = obs.new_empty(T, B, A)
-    eps = obs.new_empty(T, B, A)
     saved_h = obs.new_empty(T * B * sum(H))
     saved_d = obs.new_empty(T * B * sum(H))
     hv, dv = _layer_views(saved_h, dims, B), _layer_views(saved_d, dims, B)
     share = obs @ w1o
-    x = noise[0]
-    for k in range(T):
-        t = T - 1 - k
-        visited[k] = x
-        h, d = _mish_and_grad(torch.addmm(share + sb[t], x, w1x))
+
+    def denoise_saving(_, x, t):
+        k = T - 1 - t
+        h, d = mish_and_grad(torch.addmm(share + sb[t], x, w1x))
         hv[k][0].copy_(h)
         dv[k][0].copy_(d)
         for i, (w, b) in enumerate(hidden, start=1):
-            h, d = _mish_and_grad(torch.addmm(b, h, w))
+            h, d = mish_and_grad(torch.addmm(b, h, w))
             hv[k][i].copy_(h)
             dv[k][i].copy_(d)
-        e = torch.addmm(bo, h, wo)
-        eps[k] = e
-        x_next = sched[2, t] * (sched[0, t] * x - sched[1, t] * e).clamp(-1.0, 1.0) + sched[3, t] * x
-        if t > 0:
-            x_next = x_next + sched[4, t] * noise[k + 1]
-        x = x_next
-    return x, visited, eps, saved_h, saved_d
+        return torch.addmm(bo, h, wo)
+
+    out = ReverseChain.from_coefficients(sched).sample(denoise_saving, obs, A, noise=noise)
+    return out.action, torch.stack(out.visited), torch.stack(out.eps), saved_h, saved_d
 
 
 def chain_backward(grad_action, grad_visited, grad_eps, obs, packed, dims, sched, noise, visited, eps, saved_h,

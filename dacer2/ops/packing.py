@@ -5,7 +5,8 @@ Denoiser, dims = [S, A, T, H1, ..., HL]:
     w1o_t [S,H1] | w1x_t [A,H1] | step_bias [T,H1] | (W_l_t [H_{l-1},H_l] | b_l [H_l]) for l = 2..L | wo_t [HL,A] | bo [A]
   every weight transposed to [in, out]; step_bias[t] = W1_emb @ emb(t) + b1 folds the time embedding's share of
   layer 1 and its bias into one row per step (the observation's share is computed once per call by the ops).
-Critic, dims = [S, A, H1, ..., HL]: per layer weight [2, in, out] then bias [2, out] (the module's own order).
+Critic, dims = [S, A, H1, ..., HL]: per layer weight [2, in, out] then bias [2, out] (the module's own order;
+critic_layers reads it back).
 Schedule, [5, T]: coef_x, coef_eps, c1, c2, std of each step t.
 
 `pack_denoiser` is differentiable (cat/transpose/matmul), so the training op's gradient w.r.t. the packed
@@ -57,14 +58,6 @@ def unpack_denoiser(packed: torch.Tensor, dims: list[int]):
     return w1o, w1x, sb, hidden, rest[-2], rest[-1]
 
 
-def denoiser_numel(dims: list[int]) -> int:
-    S, A, T, *H = dims
-    n = (S + A + T) * H[0]
-    for i in range(1, len(H)):
-        n += H[i - 1] * H[i] + H[i]
-    return n + H[-1] * A + A
-
-
 def critic_dims(critic: TwinDistributionalCritic, obs_dim: int, action_dim: int) -> list[int]:
     return [obs_dim, action_dim, *(layer.weight.shape[2] for layer in critic.layers[:-1])]
 
@@ -73,14 +66,22 @@ def pack_critic(critic: TwinDistributionalCritic) -> torch.Tensor:
     return torch.cat([p.reshape(-1) for p in critic.parameters()])
 
 
-def critic_numel(dims: list[int]) -> int:
+def critic_layers(packed: torch.Tensor, dims: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight [2, in, out], bias [2, 1, out]) views of every layer of a packed twin critic."""
     S, A, *H = dims
     sizes = [S + A, *H, 2]
-    return sum(2 * i * o + 2 * o for i, o in zip(sizes[:-1], sizes[1:]))
+    layers, off = [], 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        w = packed[off : off + 2 * n_in * n_out].view(2, n_in, n_out)
+        off += 2 * n_in * n_out
+        layers.append((w, packed[off : off + 2 * n_out].view(2, 1, n_out)))
+        off += 2 * n_out
+    return layers
 
 
 def schedule_tensor(chain: ReverseChain, dtype=torch.float32, device="cpu") -> torch.Tensor:
-    return torch.tensor([chain._coef_x, chain._coef_eps, chain._c1, chain._c2, chain._std], dtype=dtype, device=device)
+    """The chain's constants as one [5, T] tensor; ReverseChain.from_coefficients(tensor) runs the same chain."""
+    return torch.tensor([list(row) for row in chain.coefficients], dtype=dtype, device=device)
 
 
 class PackCache:

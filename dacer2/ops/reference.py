@@ -1,5 +1,7 @@
 """Plain-PyTorch twins of every dacer2:: op: the test oracle, and the kernels registered for devices that have
-no fused kernel (CompositeExplicitAutograd). Each twin takes the op's exact arguments and returns its outputs.
+no fused kernel (CompositeExplicitAutograd). Each twin takes the op's exact arguments and returns its outputs,
+computed by the definitions the reference agent uses (ReverseChain's loop, add_exploration_noise, dacer2.qgrad,
+twin_value) on the op's packed buffers.
 
 The in-op noise is a counter-based generator (so a kernel draws it from a seed/offset tensor, and a CUDA graph
 replay draws fresh noise): draw n of a call is N(0,1) from hash(seed, offset + n), with a 32-bit integer hash
@@ -14,7 +16,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dacer2.ops.packing import unpack_denoiser
+from dacer2 import qgrad
+from dacer2.diffusion import ReverseChain, add_exploration_noise
+from dacer2.networks import CRITIC_CHOICES, twin_value
+from dacer2.ops.packing import critic_layers, unpack_denoiser
 
 MASK32 = 0xFFFFFFFF
 
@@ -50,9 +55,12 @@ def normal_noise(seed: int, offset: int, shape, dtype=torch.float32, device="cpu
 
 
 def mish_and_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    sp = F.softplus(z)
-    tq = torch.tanh(sp)
-    return z * tq, tq + z * (1 - tq * tq) * torch.sigmoid(z)
+    """mish(z) = z tanh(softplus(z)) and its derivative from one exp, as the C++ and Triton kernels compute them
+    (tanh(softplus(z)) = n / (n + 2) with n = e (e + 2), e = exp(z); beyond z = 20 both factors are 1 in float)."""
+    e = torch.exp(z.clamp(max=20.0))
+    n = e * (e + 2.0)
+    tq = n / (n + 2.0)
+    return z * tq, tq + z * (1.0 - tq * tq) * e / (1.0 + e)
 
 
 def denoise(obs_share: torch.Tensor, x: torch.Tensor, t: int, parts, save: list | None = None) -> torch.Tensor:
@@ -70,11 +78,6 @@ def denoise(obs_share: torch.Tensor, x: torch.Tensor, t: int, parts, save: list 
     return torch.addmm(bo, h, wo)
 
 
-def posterior(x, eps, sched, t):
-    cx, ce, c1, c2, _ = sched[:, t]
-    return c1 * (cx * x - ce * eps).clamp(-1.0, 1.0) + c2 * x
-
-
 def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore):
     S, A, T = dims[:3]
     B = obs.shape[0]
@@ -85,37 +88,28 @@ def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise,
     with torch.no_grad():
         parts = unpack_denoiser(packed, dims)
         share = obs @ parts[0]
-        x = noise[0]
-        for k in range(T):
-            t = T - 1 - k
-            eps = denoise(share, x, t, parts)
-            x_next = posterior(x, eps, sched, t)
-            if chain_noise and t > 0:
-                x_next = x_next + sched[4, t] * noise[k + 1]
-            x = x_next
+        chain = ReverseChain.from_coefficients(sched)
+        x = chain.sample(lambda _, x, t: denoise(share, x, t, parts), obs, A, chain_noise=chain_noise, noise=noise).action
         if explore:
-            x = (x + alpha_scale * noise[T]).clamp(-1.0, 1.0)
+            x = add_exploration_noise(x, alpha_scale, 1.0, xi=noise[T])
         return x.clone()
 
 
 def _chain(obs, packed, dims, sched, noise, eps_stop_grad, save=None):
     """Differentiable chain. With eps_stop_grad, the returned eps are eps_theta(s, sg(x_t), t): same values,
     gradient only into the weights and obs (computed by a second denoiser pass here; the fused op avoids it)."""
-    S, A, T = dims[:3]
     parts = unpack_denoiser(packed, dims)
     share = obs @ parts[0]
-    x = noise[0]
-    visited, eps_out = [], []
-    for k in range(T):
-        t = T - 1 - k
+    eps_sg = []
+
+    def denoiser(_, x, t):
         eps = denoise(share, x, t, parts, save)
-        visited.append(x)
-        eps_out.append(denoise(share, x.detach(), t, parts) if eps_stop_grad else eps)
-        x_next = posterior(x, eps, sched, t)
-        if t > 0:
-            x_next = x_next + sched[4, t] * noise[k + 1]
-        x = x_next
-    return x, torch.stack(visited), torch.stack(eps_out)
+        if eps_stop_grad:
+            eps_sg.append(denoise(share, x.detach(), t, parts))
+        return eps
+
+    out = ReverseChain.from_coefficients(sched).sample(denoiser, obs, dims[1], noise=noise)
+    return out.action, torch.stack(out.visited), torch.stack(eps_sg if eps_stop_grad else out.eps)
 
 
 def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad):
@@ -148,49 +142,33 @@ def chain_backward(grad_action, grad_visited, grad_eps, obs, packed, dims, sched
     return g_obs, g_packed
 
 
-def _qgrad_target(g, weight):
-    return -weight[:, None, None] * g / (g.norm(dim=-1, keepdim=True) + 1e-8)
-
-
 def qgrad_loss(eps, g, weight):
-    return (eps - _qgrad_target(g, weight)).pow(2).mean()
+    return qgrad.qgrad_loss(eps, g, weight)
 
 
 def qgrad_loss_backward(grad, eps, g, weight):
     n = max(eps.numel(), 1)
-    return grad * 2.0 * (eps - _qgrad_target(g, weight)) / n
+    return grad * 2.0 * (eps - qgrad.qgrad_target(g, weight)) / n
 
 
-def critic_forward(obs, action, packed, dims):
-    """(mu [2, N, B]) of the twin critic from a packed buffer; action [N, B, A]."""
-    S, A, *H = dims
-    sizes = [S + A, *H, 2]
+def critic_forward(obs, action, packed, dims, activation=F.mish):
+    """mu [2, N, B] of the twin critic from a packed buffer; action [N, B, A]. composed.py passes an `activation`
+    that also records mish' for its explicit backward."""
+    S, A = dims[:2]
     N, B = action.shape[:2]
     h = torch.cat([obs.expand(N, B, S), action], dim=-1).reshape(N * B, S + A)
     h = h.expand(2, -1, -1)
-    off = 0
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        w = packed[off : off + 2 * n_in * n_out].view(2, n_in, n_out)
-        off += 2 * n_in * n_out
-        b = packed[off : off + 2 * n_out].view(2, 1, n_out)
-        off += 2 * n_out
+    layers = critic_layers(packed, dims)
+    for i, (w, b) in enumerate(layers):
         h = torch.baddbmm(b, h, w)
-        if i < len(sizes) - 2:
-            h = F.mish(h)
+        if i < len(layers) - 1:
+            h = activation(h)
     return h[..., 0].view(2, N, B)
-
-
-def select_q(mu, mode):
-    if mode == 0:
-        return mu.min(dim=0).values
-    if mode == 1:
-        return mu.mean(dim=0)
-    return mu[0]
 
 
 def critic_action_grad(obs, action, packed, dims, mode):
     with torch.enable_grad():
         a = action.detach().requires_grad_(True)
-        q = select_q(critic_forward(obs.detach(), a, packed.detach(), dims), mode)
+        q = twin_value(critic_forward(obs.detach(), a, packed.detach(), dims), CRITIC_CHOICES[mode])
         (g,) = torch.autograd.grad(q.sum(), a)
     return q.detach(), g

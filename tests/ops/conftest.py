@@ -20,14 +20,10 @@ class Denoiser:
         self.S, self.A, self.T, self.dtype = S, A, T, dtype
 
     def module_chain(self, obs, noise, chain_noise=True):
-        """The plain-module chain (NoisePredictor + ReverseChain.step) with explicit noise [>=T, B, A]."""
+        """The reference chain (NoisePredictor + ReverseChain.sample) with explicit noise [>=T, B, A]."""
         emb = self.net.step_embeddings(self.T)
-        x = noise[0]
-        for k in range(self.T):
-            t = self.T - 1 - k
-            eps = self.net(obs, x, emb[t])
-            x = self.chain.step(x, eps, t, noise[k + 1] if (chain_noise and t > 0) else None)
-        return x
+        return self.chain.sample(lambda s, x, t: self.net(s, x, emb[t]), obs, self.A, chain_noise=chain_noise,
+                                 noise=noise).action
 
 
 class Critic:

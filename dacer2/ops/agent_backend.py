@@ -1,0 +1,132 @@
+"""DACER2Agent's fused backend: the computations of dacer2.agent_backend.ReferenceBackend through the dacer2:: ops.
+
+Noise: acting (`act`) draws its noise inside the op from this object's rng tensor [seed, offset], which is
+refilled from the agent's torch.Generator each call (so acting is reproducible from the generator state that
+checkpoints save, though not the same numbers as the reference's torch.randn). Every other chain (critic targets,
+entropy estimate, policy loss) draws its noise with draw_chain_noise, as the reference chain does, and injects it,
+so a fused update equals a reference update with the same seed up to float rounding.
+
+Where an op cannot serve, the reference backend it wraps does: the chain whose eps must keep their gradient into
+x_t (qgrad_stop_gradient off), and a critic value whose obs requires grad (the op gives obs no gradient).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dacer2.agent_backend import ReferenceBackend
+from dacer2.diffusion import ChainOutput, draw_chain_noise
+from dacer2.ops import CRITIC_MODES, new_rng_state, ops
+from dacer2.ops.packing import PackCache, critic_dims, pack_critic, pack_denoiser, schedule_tensor
+
+
+class _CriticValue(torch.autograd.Function):
+    """q = min/mean/q1 of the twin means for action [B, A] or [T, B, A]; d q / d action comes from the same fused
+    call (no weight gradients), so differentiating q costs no second pass."""
+
+    @staticmethod
+    def forward(ctx, obs, action, packed, dims, mode):
+        single = action.dim() == 2
+        q, g = ops.critic_action_grad(obs, action.unsqueeze(0) if single else action, packed, dims, mode)
+        ctx.save_for_backward(g[0] if single else g)
+        return q[0] if single else q
+
+    @staticmethod
+    def backward(ctx, grad_q):
+        (g,) = ctx.saved_tensors
+        return None, grad_q[..., None] * g, None, None, None
+
+
+class FusedBackend:
+    name = "fused"
+
+    def __init__(self, reference: ReferenceBackend, seed: int):
+        self.reference = reference
+        actor, critic = reference.actor, reference.critic
+        self.actor, self.generator = actor, reference.generator
+        self.T = reference.chain.num_steps
+        self.chain = reference.chain
+        self.log_alpha, self.noise_scale = reference.log_alpha, reference.noise_scale
+        self.actor_cache = PackCache(actor, lambda: pack_denoiser(actor, self.T))
+        self.critic_cache = PackCache(critic, lambda: pack_critic(critic))
+        self.critic_dims = critic_dims(critic, actor.obs_dim, actor.action_dim)
+        self.rng = new_rng_state(seed, self.log_alpha.device)
+        self._sched: dict = {}
+        self._alpha_key, self._alpha_scale = None, None
+        self._act_state = None
+        self._act_params = [*actor.parameters(), self.log_alpha]
+        self._sample = ops.sample_chain.default
+
+    def sched(self, dtype, device) -> torch.Tensor:
+        key = (dtype, device)
+        if key not in self._sched:
+            self._sched[key] = schedule_tensor(self.chain, dtype, device)
+        return self._sched[key]
+
+    def alpha_scale(self) -> torch.Tensor:
+        log_alpha = self.log_alpha
+        key = (log_alpha._version, log_alpha.device, log_alpha.dtype)
+        if key != self._alpha_key:
+            with torch.no_grad():
+                self._alpha_scale = log_alpha.exp() * self.noise_scale
+            self._alpha_key = key
+        return self._alpha_scale
+
+    # ---- acting --------------------------------------------------------------------------------------------
+    def act(self, obs: torch.Tensor, chain_noise: bool, explore: bool) -> torch.Tensor:
+        # The batch-1 hot path: one version check covers the actor's weights and alpha; everything the op
+        # needs besides obs is cached (packed weights, schedule, alpha * k, the rng tensor on the right device).
+        params = self._act_params
+        # versions change on every in-place update; the first data_ptr changes when the module moves or is cast
+        key = (params[0].data_ptr(), *[p._version for p in params])
+        state = self._act_state
+        if state is None or key != state[0]:
+            packed, dims = self.actor_cache.get()
+            if self.rng.device != packed.device:
+                self.rng = self.rng.to(packed.device)
+            state = self._act_state = (key, packed, dims, self.sched(packed.dtype, packed.device), self.alpha_scale())
+        _, packed, dims, sched, alpha_scale = state
+        # A fresh random (seed, offset) from the agent's generator per call: acting stays reproducible from the
+        # generator state (tests, checkpoint resume) at the cost of one tiny draw; the op reads it from memory.
+        # The op never records autograd, so no no_grad context is needed (or paid for) here.
+        self.rng.random_(generator=self.generator)
+        return self._sample(obs.contiguous(), packed, dims, sched, alpha_scale, self.rng, None, chain_noise, explore)
+
+    # ---- chains with generator noise ------------------------------------------------------------------------
+    def run_chain(self, obs: torch.Tensor, chain_noise: bool) -> ChainOutput:
+        T, A = self.T, self.actor.action_dim
+        obs = obs.contiguous()
+        if not (torch.is_grad_enabled() and any(p.requires_grad for p in self.actor.parameters())):
+            # No graph wanted (critic targets, entropy estimate): the acting op, with injected noise. It keeps
+            # no visited states (they would cost T B H memory for the 51,200-row entropy batch).
+            packed, dims = self.actor_cache.get()
+            noise = draw_chain_noise(T, obs, A, self.generator, chain_noise=chain_noise, exploration_row=True)
+            action = ops.sample_chain(obs, packed, dims, self.sched(obs.dtype, obs.device), self.alpha_scale(),
+                                      self.rng, noise, chain_noise, False)
+            return ChainOutput(action=action, visited=[], eps=[], steps=[])
+        if not self.reference.qgrad_stop_gradient:
+            # L_g through the chain's own x_t: keep every intermediate x_t a node of the autograd graph (callers
+            # may differentiate w.r.t. them), so use the module chain; L_g's pieces stay fused.
+            return self.reference.run_chain(obs, chain_noise)
+        packed, dims = pack_denoiser(self.actor, T)
+        noise = draw_chain_noise(T, obs, A, self.generator, chain_noise=chain_noise)
+        action, visited, eps, _, _ = ops.chain_forward(obs, packed, dims, self.sched(obs.dtype, obs.device), noise,
+                                                       True)
+        # eps[k] = eps_theta(s, sg(x_t), t): its gradient reaches the weights and obs, not x_t.
+        return ChainOutput(action=action, visited=list(visited.unbind(0)), eps=list(eps.unbind(0)),
+                           steps=list(reversed(range(T))))
+
+    # ---- critic and L_g ------------------------------------------------------------------------------------
+    def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
+        if obs.requires_grad:
+            return self.reference.critic_value(obs, action, which)
+        packed = self.critic_cache.get()
+        return _CriticValue.apply(obs.contiguous(), action.contiguous(), packed, self.critic_dims, CRITIC_MODES[which])
+
+    def qgrad_eps(self, obs: torch.Tensor, chain: ChainOutput) -> torch.Tensor:
+        # run_chain's eps already are what L_g supervises: chain_forward made them at sg(x_t) under
+        # qgrad_stop_gradient, and the module chain's own are wanted otherwise.
+        return torch.stack(chain.eps)
+
+    def qgrad_loss(self, eps: torch.Tensor, grad_q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return ops.qgrad_loss(eps, grad_q.contiguous(), weight.to(eps.dtype).contiguous())
