@@ -20,14 +20,15 @@ SHAPES = [(1, 17, 6, 5), (7, 4, 1, 1), (7, 348, 17, 20), (256, 17, 6, 5), (256, 
 def module_losses(d, obs, noise, probe_action, probe_eps, sg=True):
     """sum(probe_action * action) + sum(probe_eps * eps_sg) through the plain modules (autograd)."""
     emb = d.net.step_embeddings(d.T)
-    x, loss = noise[0], 0.0
-    for k in range(d.T):
-        t = d.T - 1 - k
-        eps = d.net(obs, x, emb[t])
-        eps_l = d.net(obs, x.detach(), emb[t]) if sg else eps
-        loss = loss + (probe_eps[k] * eps_l).sum()
-        x = d.chain.step(x, eps, t, noise[k + 1] if t > 0 else None)
-    return loss + (probe_action * x).sum()
+    eps_l = []
+
+    def denoise(s, x, t):
+        eps = d.net(s, x, emb[t])
+        eps_l.append(d.net(s, x.detach(), emb[t]) if sg else eps)
+        return eps
+
+    action = d.chain.sample(denoise, obs, d.A, noise=noise).action
+    return sum((probe_eps[k] * e).sum() for k, e in enumerate(eps_l)) + (probe_action * action).sum()
 
 
 @pytest.mark.parametrize("B,S,A,T", SHAPES)
