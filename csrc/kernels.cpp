@@ -7,14 +7,15 @@
 // The batched pieces below are the elementwise halves of the GEMM paths in ops.cpp (layer 1 with the x share
 // folded in + mish and mish' from one exp, posterior step and its backward, two-stream delta masking, L_g).
 //
-// Measured gain (2-core AMD EPYC Zen 4 shared with other jobs, load average 7-9, torch 2.13 CPU; ratios are
-// against the eager reference in the same run, benchmarks/test_bench_acting.py and test_bench_fused_update.py):
-//   acting, batch 1, 1 thread, obs 17 / act 6 / 3x256 mish / T=5, DACER2Agent.act:
-//     before (eager reference) 1.1-2.4 ms median, after (fused) 67-110 us median: 14-22x across runs.
-//     CPU time per action: 78-94 us fused vs 1.2-1.6 ms reference. A 1-unit hidden layer op costs ~7 us.
-//   critic action-gradient, min mode: backward only over each critic's own rows (halves the backward GEMMs).
-//   full update, batch 256 (critic + policy L_q + L_g, delay 1): 2.0-2.4x at 1 thread (175 -> 75-90 ms);
-//     1.4-2.6x at 2 threads outside the OpenMP-contention bursts that hit both backends (docs/fused-ops.md).
+// Measured gain (2-core AMD EPYC Zen 4, AVX2, quiet machine: the benchmark alone, load average 1.0-1.4; torch 2.13
+// CPU; 2026-11-30; medians, ratios against the eager reference in the same run; every row and the load log are in
+// benchmarks/results/cpu-amd-epyc-2c.{md,load.txt}, the figures docs/performance.md quotes):
+//   acting, batch 1, 1 thread, obs 17 / act 6 / 3x256 mish / T=5, DACER2Agent.act: 1.82 ms -> 98 us (19x).
+//     Bound: the ten 256x256 matvecs alone stream 2.6 MB from L2 and take ~51 us here (docs/performance.md).
+//   critic action-gradient, min mode, batch 256: 15.8 -> 7.4 ms (2.1x); the backward runs only over each
+//     critic's own rows (halves the backward GEMMs).
+//   full update, batch 256 (critic + policy L_q + L_g, delay 1): 206 -> 112 ms at 1 thread (1.8x), 138 -> 86 ms
+//     at 2 threads (1.6x); Humanoid dims (348/17), T = 20: 1039 -> 359 ms (2.9x).
 #include "kernels.h"
 
 #include <algorithm>
