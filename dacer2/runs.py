@@ -1,5 +1,6 @@
-"""Reading finished (or running) run directories: config.json + metrics.csv -> the evaluation history and the
-papers' final-return metric. Pure file reading, no torch, so plotting many runs stays fast."""
+"""Run directories: their names, and reading finished (or running) ones: config.json + metrics.csv -> the
+evaluation history and the papers' final-return metric. Pure file reading, no torch, so plotting many runs stays
+fast."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from pathlib import Path
 import numpy as np
 
 FINAL_FRACTION = 0.1  # "best evaluation in the last 10% of training" (docs/algorithm.md §5)
+
+
+def run_name(env_id: str, algo: str, seed: int) -> str:
+    """A run directory's name, <env>__<algo>__<seed>: a sweep's trial folder, and the stem of a default run_dir
+    (which appends the start time)."""
+    return f"{env_id.replace('/', '-')}__{algo}__{seed}"
 
 
 class RunError(ValueError):

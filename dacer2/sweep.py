@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from dacer2.config import Algo, TrainConfig
+from dacer2.runs import run_name
 
 SWEEP_AXES = ("algo", "env_id", "seed")
 # Set per trial by the sweep itself; a user override of these would make trials collide or misreport.
@@ -83,10 +84,6 @@ class SweepResult:
 # ---------------------------------------------------------------------------------------------------------------
 # The grid
 # ---------------------------------------------------------------------------------------------------------------
-def trial_name(algo: str, env_id: str, seed: int) -> str:
-    return f"{env_id.replace('/', '-')}__{algo}__{seed}"
-
-
 def grid(config: SweepConfig) -> list[dict]:
     return [dict(algo=a, env_id=e, seed=s) for e in config.env_ids for a in config.algos for s in config.seeds]
 
@@ -169,7 +166,7 @@ def claim_out_dir(out_dir: Path, spec: dict) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 def trial_config(params: Mapping[str, Any]) -> TrainConfig:
     """params: the trial's point on the grid (algo, env_id, seed), the shared overrides and runs_root."""
-    run_dir = Path(params["runs_root"]) / trial_name(params["algo"], params["env_id"], params["seed"])
+    run_dir = Path(params["runs_root"]) / run_name(params["env_id"], params["algo"], params["seed"])
     values = {**params["overrides"], **{k: params[k] for k in SWEEP_AXES}, "run_dir": str(run_dir), "progress": False}
     return TrainConfig.from_dict(values)
 
@@ -204,7 +201,7 @@ def _tune_trial(params: dict) -> None:
 
 
 def _trial_dirname(trial) -> str:
-    return trial_name(trial.config["algo"], trial.config["env_id"], trial.config["seed"])
+    return run_name(trial.config["env_id"], trial.config["algo"], trial.config["seed"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -264,7 +261,7 @@ def run_sweep(config: SweepConfig, overrides: Optional[Mapping[str, Any]] = None
         errors = [f"{_trial_dirname(r)}: {_last_line(r.error)}" for r in results if r.error is not None]
     finally:
         ray.shutdown()
-    return summarize(out_dir, [runs_root / trial_name(**p) for p in grid(config)], errors)
+    return summarize(out_dir, [runs_root / run_name(**p) for p in grid(config)], errors)
 
 
 def summarize(out_dir: Path, run_dirs: list[Path], errors: list[str]) -> SweepResult:
