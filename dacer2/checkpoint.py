@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of the payload dacer2/resume.py writes: a change of layout bumps it and keeps reading the old one
 
 
 def _numpy_array_globals() -> list:
