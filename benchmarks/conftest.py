@@ -33,7 +33,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 from grid import OP_THREADS, grid_cases  # noqa: E402
-from measure import MEMORY_NOTE, NOT_RUN, Bench, device_name, device_slug, versions  # noqa: E402
+from measure import DERIVED, MEMORY_NOTE, NOT_RUN, Bench, device_name, device_slug, versions  # noqa: E402
 from report import collect_rows, memory_note, render_markdown, terminal_lines, write_results  # noqa: E402
 
 
@@ -54,6 +54,7 @@ def pytest_configure(config):
         "parametrize `case` over the benchmark grid; threads='option' runs CPU rows on --bench-threads threads",
     )
     config.stash[NOT_RUN] = []
+    config.stash[DERIVED] = []
 
 
 def pytest_generate_tests(metafunc):
@@ -118,7 +119,8 @@ def record():
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     session = getattr(config, "_benchmarksession", None)
-    rows = collect_rows(getattr(session, "benchmarks", None), config.stash.get(NOT_RUN, []))
+    extra_rows = config.stash.get(NOT_RUN, []) + config.stash.get(DERIVED, [])  # derived rows carry their times
+    rows = collect_rows(getattr(session, "benchmarks", None), extra_rows)
     if not any(r.get("median_ms") is not None for r in rows):
         return  # smoke mode (--benchmark-disable) or nothing ran: never overwrite real results
     meta_common = dict(date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **versions())

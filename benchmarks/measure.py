@@ -30,6 +30,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 # (with why) and how the CPU peak memory was measured (the table's caption says it).
 NOT_RUN = pytest.StashKey[list]()
 MEMORY_NOTE = pytest.StashKey[str]()
+# Rows computed from one timed run's parts (the training loop's phase clock) rather than timed rounds.
+DERIVED = pytest.StashKey[list]()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -206,6 +208,18 @@ class Bench:
             if device == "cpu":
                 self.config.stash[MEMORY_NOTE] = how
         return result
+
+    def derived(self, *, op: str, mode: str, seconds: float, work: float, work_unit: str, note: str = "",
+                **meta) -> None:
+        """A row whose time per unit of work comes from a part of a timed run (e.g. the update phase of a training
+        run, split out by its phase clock): `seconds` for `work` units, reported as the median time of one unit."""
+        row = self.info(op=op, mode=mode, **meta)
+        per_unit = seconds / work
+        row.update(median_ms=per_unit * 1e3, mean_ms=per_unit * 1e3, rounds=1, rate=work / seconds,
+                   rate_unit=work_unit, note=note, test=self.request.node.nodeid,
+                   ratio_base=row.get("ratio_base", "eager"), headline=row.get("headline", False))
+        if not self.smoke:
+            self.config.stash[DERIVED].append(row)
 
     def not_run(self, reason: str, **meta) -> None:
         """Record a row that could not run (the reason goes into the results) and skip the test."""

@@ -28,7 +28,8 @@ RATIO_KEY = ("device", "suite", "op", "mode", "S", "A", "T", "B", "threads")
 
 
 def collect_rows(benchmarks, not_run=()) -> list[dict]:
-    """Rows from pytest-benchmark's records (its session's `benchmarks`) plus the rows that could not run."""
+    """Rows from pytest-benchmark's records (its session's `benchmarks`) plus `not_run`: the rows that could not
+    run (no median) and rows derived from parts of a timed run (which bring their own median_ms and rate)."""
     rows = []
     for bench in benchmarks or []:
         if not bench:  # no stats: disabled or errored

@@ -10,6 +10,7 @@ import tyro
 from dacer2.checkpoint import CheckpointError, CheckpointWriteError
 from dacer2.config import TrainConfig
 from dacer2.envs import EnvError
+from dacer2.phase_times import describe
 
 # Failures a user can act on: one line on stderr, no traceback.
 USER_ERRORS = (ValueError, EnvError, CheckpointError)
@@ -41,6 +42,8 @@ def train_main(argv: list[str] | None = None) -> int:
         best_steps, best_mean, best_std = max(result.eval_history, key=lambda e: e[1])
         print(f"best eval return {best_mean:.1f} +- {best_std:.1f} at {best_steps} env steps "
               f"(untrained policy: {result.eval_history[0][1]:.1f})")
+    if result.time_breakdown:
+        print(f"where the time went: {describe(result.time_breakdown)}")
     return 0
 
 

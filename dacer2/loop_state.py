@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from dacer2.config import TrainConfig
+from dacer2.phase_times import PhaseTimes
 
 RECENT_EPISODES = 20  # the logged episodic return/length average over this many finished episodes
 _TRANSIENT = {"saved": False}  # this process's bookkeeping: a resumed run starts it afresh
@@ -40,6 +41,7 @@ class LoopState:
     last_log_steps: int = field(default=0, metadata=_TRANSIENT)
     metrics: dict[str, torch.Tensor] = field(default_factory=dict, metadata=_TRANSIENT)  # the last update's losses
     last_checkpoint: Path | None = field(default=None, metadata=_TRANSIENT)
+    times: PhaseTimes = field(default_factory=PhaseTimes, metadata=_TRANSIENT)  # this process's time per phase
 
     def __post_init__(self):
         # One normal form whether built fresh or read from a checkpoint (which stores lists and shares no arrays).
@@ -72,6 +74,7 @@ class LoopState:
         return saved
 
     def start_clock(self) -> None:
+        self.times = PhaseTimes()
         now = time.perf_counter()
         self.clock_origin = now - self.wall_time
         self.last_log_time, self.last_log_steps = now, self.env_steps

@@ -64,6 +64,8 @@ class TrainResult:
     final_eval_std: float
     eval_history: list[tuple[int, float, float]] = field(default_factory=list)  # (env_steps, mean, std)
     checkpoint: Path | None = None
+    # Seconds per loop phase in this process (a resumed run counts from its resume), the loop's overhead share.
+    time_breakdown: dict = field(default_factory=dict)
 
 
 def step_vector_env(envs: gym.vector.VectorEnv, action: np.ndarray):
@@ -141,7 +143,8 @@ def _run_loop(run: TrainingRun, loop: LoopState, stop: _StopSignals) -> None:
         _evaluate_log_checkpoint(run, loop)
         if stop.received is not None:
             _stop(run, loop, stop.received)
-    _checkpoint(run, loop)
+    with loop.times.phase("checkpoint"):
+        _checkpoint(run, loop)
 
 
 def _step_envs(run: TrainingRun, loop: LoopState) -> None:
@@ -150,15 +153,18 @@ def _step_envs(run: TrainingRun, loop: LoopState) -> None:
     if loop.env_steps < cfg.learning_starts:
         action = run.envs.action_space.sample()
     else:
-        action = run.agent.act(torch.as_tensor(loop.obs, dtype=torch.float32, device=run.device)).cpu().numpy()
-    next_obs, reward, terminated, truncated, real_next_obs = step_vector_env(run.envs, action)
+        with loop.times.phase("act"):
+            action = run.agent.act(torch.as_tensor(loop.obs, dtype=torch.float32, device=run.device)).cpu().numpy()
+    with loop.times.phase("env"):
+        next_obs, reward, terminated, truncated, real_next_obs = step_vector_env(run.envs, action)
     if not (np.isfinite(real_next_obs).all() and np.isfinite(reward).all()):
         _save(run, loop)  # the state before the bad step
         raise NonFiniteError(
             f"{cfg.env_id} returned a non-finite observation or reward at env step {loop.env_steps + cfg.num_envs}; "
             f"the last good state is in {loop.last_checkpoint}"
         )
-    run.buffer.add(loop.obs, action, reward, real_next_obs, terminated)
+    with loop.times.phase("replay"):
+        run.buffer.add(loop.obs, action, reward, real_next_obs, terminated)
     loop.obs = next_obs
     loop.record_step(reward, terminated | truncated)
     loop.env_steps += cfg.num_envs
@@ -169,7 +175,11 @@ def _learn(run: TrainingRun, loop: LoopState) -> None:
     cfg = run.cfg
     if loop.env_steps >= cfg.learning_starts and len(run.buffer) >= cfg.batch_size:
         for _ in range(cfg.updates_per_step):
-            loop.metrics = run.agent.update(run.buffer.sample())
+            with loop.times.phase("replay"):
+                batch = run.buffer.sample()
+            # The update that re-estimates the entropy (one in alpha_every) is filed as the entropy fit's time.
+            with loop.times.phase("entropy" if run.agent.num_updates % cfg.alpha_every == 0 else "update"):
+                loop.metrics = run.agent.update(batch)
 
 
 def _evaluate_log_checkpoint(run: TrainingRun, loop: LoopState) -> None:
@@ -178,15 +188,18 @@ def _evaluate_log_checkpoint(run: TrainingRun, loop: LoopState) -> None:
     # The last step always evaluates, so every run ends with its final return in one log row.
     evaluated = loop.env_steps >= loop.next_eval or loop.env_steps >= cfg.total_steps
     if evaluated:
-        _evaluate(run, loop)
+        with loop.times.phase("eval"):
+            _evaluate(run, loop)
     if loop.env_steps >= loop.next_eval:
         loop.next_eval += cfg.eval_every
     if loop.env_steps >= loop.next_log or evaluated:
-        _log(run, loop, with_eval=evaluated)
+        with loop.times.phase("log"):
+            _log(run, loop, with_eval=evaluated)
         loop.next_log = loop.env_steps + cfg.log_every
     if loop.env_steps >= loop.next_checkpoint:
         loop.next_checkpoint += cfg.checkpoint_every
-        _checkpoint(run, loop)
+        with loop.times.phase("checkpoint"):
+            _checkpoint(run, loop)
 
 
 def _evaluate(run: TrainingRun, loop: LoopState) -> None:
@@ -273,6 +286,7 @@ def _finish(run: TrainingRun, loop: LoopState) -> TrainResult:
         final_eval_std=final_std,
         eval_history=history,
         checkpoint=final,
+        time_breakdown=loop.times.breakdown(),
     )
     (run.run_dir / "result.json").write_text(
         json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}, indent=2)

@@ -66,6 +66,12 @@ def test_train_writes_run_directory(tmp_path, tiny_config):
     assert list(run.glob("events.out.tfevents.*")), "no TensorBoard events"
     state = load_checkpoint(run / "checkpoints" / "final.pt")
     assert state["env_steps"] == 300 and state["agent"]["num_updates"] == result.updates
+    # Where the time went: every phase of this run was timed, and the phases add up to the run's loop time.
+    times = json.loads((run / "result.json").read_text())["time_breakdown"]
+    seconds = times["seconds"]
+    assert all(seconds[p] > 0 for p in ("update", "entropy", "act", "env", "replay", "eval", "log", "checkpoint"))
+    assert abs(sum(seconds.values()) - times["total_s"]) < 0.01 * times["total_s"] + 1e-3
+    assert 0 < times["loop_overhead"] < 1
 
 
 def test_algo_gaussian_trains_and_resumes_the_gaussian_agent(tmp_path, tiny_config):
