@@ -1,4 +1,4 @@
-"""`dacer2-export`: a trained diffusion policy as one ONNX file that runs without dacer2 (or torch) installed.
+"""A trained diffusion policy as one ONNX file that runs without dacer2 (or torch) installed.
 
 The file holds the whole acting computation, the T-step reverse chain unrolled, the exploration noise and the
 rescaling to the env's action bounds:
@@ -14,18 +14,16 @@ as well for a fully deterministic chain. For the same noise rows the file return
 
     dacer2-export runs/InvertedPendulum-v5__dacer2__0 --out policy.onnx
 
-needs the `export` extra (onnx, onnxscript; onnxruntime to run and check the file).
+needs the `export` extra (onnx, onnxscript; onnxruntime to run and check the file). The command line is in
+dacer2/cli/export.py.
 """
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import tyro
 from torch import nn
 
 from dacer2.diffusion import ReverseChain, add_exploration_noise
@@ -81,18 +79,6 @@ def export_onnx(policy, path: str | Path) -> tuple[Path, UnrolledPolicy]:
     return path, module
 
 
-@dataclass
-class ExportArgs:
-    """Export a trained diffusion policy to ONNX (inputs obs [B, S] and noise [T+1, B, A], output the action)."""
-
-    run: tyro.conf.Positional[str]
-    """A run directory or a checkpoint file (.pt)."""
-    out: str = "policy.onnx"
-    """Where to write the ONNX file."""
-    check: bool = True
-    """Run the file once with onnxruntime (if installed) and compare it with Policy.act on the same noise."""
-
-
 def check_with_onnxruntime(module: UnrolledPolicy, path: Path, batch: int = 3, seed: int = 0) -> float:
     """Largest |difference| between the ONNX file under onnxruntime and the module it was exported from."""
     import onnxruntime
@@ -107,31 +93,3 @@ def check_with_onnxruntime(module: UnrolledPolicy, path: Path, batch: int = 3, s
     with torch.no_grad():
         want = module(torch.from_numpy(obs), torch.from_numpy(noise)).numpy()
     return float(np.abs(got - want).max())
-
-
-def export_main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(ExportArgs, args=argv)
-    from dacer2.checkpoint import CheckpointError
-    from dacer2.policy import Policy
-
-    try:
-        policy = Policy.load(args.run, backend="reference")
-        path, module = export_onnx(policy, args.out)
-    except (CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"dacer2-export: error: {exc}", file=sys.stderr)
-        return 2
-    except ImportError as exc:
-        print(f"dacer2-export: error: {exc}; install the export extra: pip install 'dacer2[export]'", file=sys.stderr)
-        return 2
-    print(f"wrote {path} ({policy.info.env_id}, obs {policy.info.obs_dim}, action {policy.info.action_dim}, "
-          f"T = {policy.config.diffusion_steps})")
-    if args.check:
-        try:
-            print(f"onnxruntime check: max |difference| to the policy {check_with_onnxruntime(module, path):.2e}")
-        except ImportError:
-            print("onnxruntime is not installed: skipped the check (pip install onnxruntime)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(export_main())

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import dacer2
-from dacer2.export import export_main, export_onnx
+from dacer2.cli.export import export_main
+from dacer2.export import export_onnx
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed (pip install dacer2[export])")
 pytest.importorskip("onnxscript", reason="the export extra is not installed (pip install dacer2[export])")

@@ -131,7 +131,7 @@ def test_unwritable_run_dir_is_a_clear_error(tmp_path):
 
 def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
     run = tmp_path / "r"
-    args = [sys.executable, "-m", "dacer2.cli", "--env-id", "InvertedPendulum-v5", "--total-steps", "1000",
+    args = [sys.executable, "-m", "dacer2.cli.train", "--env-id", "InvertedPendulum-v5", "--total-steps", "1000",
             "--learning-starts", "100", "--eval-episodes", "1", "--eval-every", "500", "--log-every", "50",
             "--actor-hidden", "16", "--critic-hidden", "16", "--batch-size", "32", "--entropy-states", "4",
             "--entropy-samples", "20", "--no-progress", "--save-buffer", "--run-dir", str(run)]
@@ -147,7 +147,7 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
     assert "SIGTERM at env step" in err and "--resume" in err
     stopped_at = CheckpointManager(run / "checkpoints").load_latest()[1]["loop"]["env_steps"]
     assert 150 <= stopped_at < 1000
-    done = subprocess.run([sys.executable, "-m", "dacer2.cli", "--resume", str(run), "--no-progress"],
+    done = subprocess.run([sys.executable, "-m", "dacer2.cli.train", "--resume", str(run), "--no-progress"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert f"resumed {run} from step_{stopped_at:012d}.pt" in done.stderr

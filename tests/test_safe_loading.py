@@ -61,8 +61,8 @@ def test_a_checkpoint_that_carries_code_is_refused_and_never_runs(run_dir, tmp_p
     target, marker = poisoned_copy(run_dir, tmp_path)
     code = {
         "Policy.load": f"import dacer2; dacer2.Policy.load({str(target)!r})",
-        "dacer2-eval": f"import sys; from dacer2.eval_cli import eval_main; sys.exit(eval_main([{str(target)!r}]))",
-        "--resume": f"import sys; from dacer2.cli import train_main; sys.exit(train_main(['--resume', {str(target)!r}]))",
+        "dacer2-eval": f"import sys; from dacer2.cli.eval import eval_main; sys.exit(eval_main([{str(target)!r}]))",
+        "--resume": f"import sys; from dacer2.cli.train import train_main; sys.exit(train_main(['--resume', {str(target)!r}]))",
     }[door]
     proc = run_python(code)
     assert proc.returncode != 0

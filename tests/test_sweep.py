@@ -19,10 +19,10 @@ import torch
 
 from dacer2.checkpoint import CheckpointManager
 from dacer2.envs import EnvError
-from dacer2.plot_cli import plot_main
+from dacer2.cli.plot import plot_main
 from dacer2.sweep import (SweepConfig, SweepError, check_grid, claim_out_dir, default_out_dir, grid, run_trial,
                           sweep_spec, with_resource_defaults)
-from dacer2.sweep_cli import trial_overrides
+from dacer2.cli.sweep import trial_overrides
 
 # Trial options that make one run take seconds; as CLI flags for the subprocess sweeps.
 TINY_TRIAL_ARGS = ["--actor-hidden", "16", "16", "--critic-hidden", "16", "16", "--batch-size", "32",
@@ -103,8 +103,8 @@ def test_the_same_sweep_maps_to_the_same_directory_and_a_different_one_is_refuse
 
 def test_without_ray_the_package_works_and_the_sweep_says_how_to_get_it(tmp_path):
     code = ("import sys; sys.modules['ray'] = None\n"  # makes `import ray` fail as if it were not installed
-            "import dacer2.cli, dacer2.trainer\n"
-            "from dacer2.sweep_cli import sweep_main\n"
+            "import dacer2.cli.train, dacer2.trainer\n"
+            "from dacer2.cli.sweep import sweep_main\n"
             f"sys.exit(sweep_main(['--out-dir', {str(tmp_path / 's')!r}, '--total-steps', '300']))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
@@ -112,7 +112,7 @@ def test_without_ray_the_package_works_and_the_sweep_says_how_to_get_it(tmp_path
 
 
 def run_sweep_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "dacer2.sweep_cli", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "dacer2.cli.sweep", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=300)
 
 
@@ -225,7 +225,7 @@ def stop_cluster(port: int, timeout: float = 60.0) -> None:
 
 
 def sweep_command(out_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "dacer2.sweep_cli", "--env-ids", "InvertedPendulum-v5", "--out-dir", str(out_dir),
+    return [sys.executable, "-m", "dacer2.cli.sweep", "--env-ids", "InvertedPendulum-v5", "--out-dir", str(out_dir),
             *TINY_TRIAL_ARGS, *args]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dacer2.eval_cli import eval_main
+from dacer2.cli.eval import eval_main
 from dacer2.trainer import train
 from dacer2.video import RenderError, ensure_rendering
 
@@ -78,7 +78,7 @@ def test_missing_gl_backend_fails_clearly(monkeypatch):
 
 
 def test_help_documents_every_option():
-    proc = subprocess.run([sys.executable, "-m", "dacer2.eval_cli", "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "dacer2.cli.eval", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     for flag in ("--episodes", "--mode", "--video", "--multigoal-rollouts", "--plot", "--json-out"):
         assert flag in proc.stdout, flag

@@ -146,7 +146,7 @@ def multigoal_report(policy, cfg: EvalConfig, run_dir: Path) -> dict:
 
 def eval_main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(EvalConfig, args=argv)
-    from dacer2.cli import USER_ERRORS
+    from dacer2.cli.train import USER_ERRORS
     from dacer2.video import RenderError
 
     try:

@@ -1,5 +1,6 @@
-"""Command-line entry points. Each parses a dataclass with tyro (field docstrings become --help) and calls the
-library function; expected failures (bad config, unknown env) become one line on stderr and exit code 2."""
+"""dacer2-train: parses a TrainConfig with tyro (field docstrings become --help) and calls dacer2.trainer.train;
+expected failures (bad config, unknown env) become one line on stderr and exit code 2. USER_ERRORS is shared by
+the other commands, which report the same failures the same way."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from dacer2.plot_cli import plot_main
+from dacer2.cli.plot import plot_main
 from dacer2.plotting import aggregate, t975
 from dacer2.runs import final_return, load_run
 

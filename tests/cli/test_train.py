@@ -5,7 +5,7 @@ from dacer2.checkpoint import load_checkpoint
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "dacer2.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-m", "dacer2.cli.train", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 def test_cli_smoke_run_writes_config_metrics_checkpoint(tmp_path):

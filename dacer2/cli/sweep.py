@@ -26,7 +26,7 @@ def trial_overrides(args: list[str]) -> dict:
 
 def sweep_main(argv: list[str] | None = None) -> int:
     config, rest = tyro.cli(SweepConfig, args=argv, return_unknown_args=True)
-    from dacer2.cli import USER_ERRORS
+    from dacer2.cli.train import USER_ERRORS
     from dacer2.sweep import run_sweep
 
     try:

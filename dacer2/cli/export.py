@@ -1,0 +1,50 @@
+"""dacer2-export: a trained diffusion policy as one ONNX file (see dacer2/export.py for the file's inputs and
+outputs); the export extra supplies onnx, and onnxruntime for the check."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import tyro
+
+
+@dataclass
+class ExportArgs:
+    """Export a trained diffusion policy to ONNX (inputs obs [B, S] and noise [T+1, B, A], output the action)."""
+
+    run: tyro.conf.Positional[str]
+    """A run directory or a checkpoint file (.pt)."""
+    out: str = "policy.onnx"
+    """Where to write the ONNX file."""
+    check: bool = True
+    """Run the file once with onnxruntime (if installed) and compare it with Policy.act on the same noise."""
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(ExportArgs, args=argv)
+    from dacer2.checkpoint import CheckpointError
+    from dacer2.export import check_with_onnxruntime, export_onnx
+    from dacer2.policy import Policy
+
+    try:
+        policy = Policy.load(args.run, backend="reference")
+        path, module = export_onnx(policy, args.out)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"dacer2-export: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"dacer2-export: error: {exc}; install the export extra: pip install 'dacer2[export]'", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({policy.info.env_id}, obs {policy.info.obs_dim}, action {policy.info.action_dim}, "
+          f"T = {policy.config.diffusion_steps})")
+    if args.check:
+        try:
+            print(f"onnxruntime check: max |difference| to the policy {check_with_onnxruntime(module, path):.2e}")
+        except ImportError:
+            print("onnxruntime is not installed: skipped the check (pip install onnxruntime)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(export_main())
