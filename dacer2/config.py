@@ -19,7 +19,7 @@ ALGO_PRESETS: dict[str, dict] = {
     "dacer": dict(diffusion_steps=20, use_qgrad=False, temporal_weighting=False),
     "dacer2-no-weight": dict(diffusion_steps=5, use_qgrad=True, temporal_weighting=False),
     "dacer2-no-qgrad": dict(diffusion_steps=5, use_qgrad=False, temporal_weighting=True),
-    # The SAC-style baseline: the same agent with a Gaussian head in place of the chain (dacer2/gaussian.py). No
+    # The SAC-style baseline: the same agent with a Gaussian head in place of the chain (dacer2/baselines/gaussian_actor.py). No
     # chain steps, so no L_g; its actor has no fused kernels, so it always runs the reference path.
     "gaussian": dict(diffusion_steps=5, use_qgrad=False, temporal_weighting=False),
 }

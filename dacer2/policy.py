@@ -117,7 +117,7 @@ class Policy:
                 config.deterministic_chain_noise,
             )
         else:
-            from dacer2.gaussian import GaussianActor
+            from dacer2.baselines.gaussian_actor import GaussianActor
 
             actor = GaussianActor(obs_dim, action_dim, config.actor_hidden, config.activation)
             net = ReferenceGaussian(actor, log_alpha, config.noise_scale)

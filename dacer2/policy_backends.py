@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dacer2.diffusion import ReverseChain, add_exploration_noise, draw_chain_noise
-from dacer2.gaussian import GaussianActor
+from dacer2.baselines.gaussian_actor import GaussianActor
 from dacer2.networks import NoisePredictor
 
 
@@ -55,7 +55,7 @@ class ReferenceDiffusion(nn.Module):
 
 
 class ReferenceGaussian(nn.Module):
-    """The Gaussian comparison policy (dacer2/gaussian.py): the mean, or a sample plus the alpha-noise."""
+    """The Gaussian comparison policy (dacer2/baselines/gaussian_actor.py): the mean, or a sample plus the alpha-noise."""
 
     def __init__(self, actor: GaussianActor, log_alpha: torch.Tensor, noise_scale: float):
         super().__init__()

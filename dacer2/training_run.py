@@ -63,7 +63,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def agent_class(cfg: TrainConfig) -> AgentFactory:
     """The agent an --algo trains: DACER2Agent for every diffusion preset, GaussianAgent for the baseline."""
     if cfg.algo == GAUSSIAN_ALGO:
-        from dacer2.gaussian_agent import GaussianAgent
+        from dacer2.baselines.gaussian_agent import GaussianAgent
 
         return GaussianAgent
     return DACER2Agent

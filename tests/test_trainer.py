@@ -6,8 +6,7 @@ import torch
 
 from dacer2.checkpoint import load_checkpoint
 from dacer2.envs import EnvError, make_vector_env
-from dacer2.config import TrainConfig
-from dacer2.trainer import agent_class, step_vector_env, train
+from dacer2.trainer import step_vector_env, train
 
 
 def test_truncation_keeps_final_obs_and_is_not_termination():
@@ -72,18 +71,3 @@ def test_train_writes_run_directory(tmp_path, tiny_config):
     assert all(seconds[p] > 0 for p in ("update", "entropy", "act", "env", "replay", "eval", "log", "checkpoint"))
     assert abs(sum(seconds.values()) - times["total_s"]) < 0.01 * times["total_s"] + 1e-3
     assert 0 < times["loop_overhead"] < 1
-
-
-def test_algo_gaussian_trains_and_resumes_the_gaussian_agent(tmp_path, tiny_config):
-    from dacer2.gaussian_agent import GaussianAgent
-    from dacer2.policy import Policy
-
-    run = tmp_path / "gauss"
-    first = train(tiny_config(algo="gaussian", total_steps=200, learning_starts=100, eval_every=100, eval_episodes=1,
-                              alpha_every=100, run_dir=str(run)))
-    assert json.loads((run / "config.json").read_text())["algo"] == "gaussian"
-    assert Policy.load(run).info.policy_family == "gaussian"
-    # Resuming builds the agent from the saved config: a DACER2Agent could not load the Gaussian actor's weights.
-    assert agent_class(TrainConfig.from_dict(json.loads((run / "config.json").read_text()))) is GaussianAgent
-    resumed = train(TrainConfig(resume=str(run), total_steps=300))
-    assert resumed.env_steps == 300 > first.env_steps and Policy.load(run).info.policy_family == "gaussian"

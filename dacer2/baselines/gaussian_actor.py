@@ -1,5 +1,5 @@
 """The Gaussian-policy comparison point for the multimodality metric: its actor (the agent is in
-gaussian_agent.py, so deploying a Gaussian policy never imports the training code).
+dacer2/baselines/gaussian_agent.py, so deploying a Gaussian policy never imports the training code).
 
 `GaussianAgent` is the DACER2 agent with one thing changed: the reverse diffusion chain is replaced by a
 diagonal Gaussian head, a = clip(mu(s) + sigma(s) z, -1, 1). Everything else is inherited unchanged: the twin

@@ -1,4 +1,4 @@
-"""GaussianAgent: DACER2Agent with the diffusion chain replaced by a Gaussian head (see dacer2/gaussian.py for why
+"""GaussianAgent: DACER2Agent with the diffusion chain replaced by a Gaussian head (see dacer2/baselines/gaussian_actor.py for why
 and what stays the same)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from dacer2.agent import DACER2Agent
 from dacer2.config import GAUSSIAN_ALGO, TrainConfig
 from dacer2.diffusion import ChainOutput
-from dacer2.gaussian import POLICY_FAMILY, GaussianActor
+from dacer2.baselines.gaussian_actor import POLICY_FAMILY, GaussianActor
 
 
 class GaussianAgent(DACER2Agent):
