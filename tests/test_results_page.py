@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_plot import fake_run
+from tests.run_dirs import fake_run
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,6 @@
 papers' final-return metric."""
 
 import csv
-import json
 
 import numpy as np
 import pytest
@@ -10,21 +9,7 @@ import pytest
 from dacer2.cli.plot import plot_main
 from dacer2.plotting import aggregate, t975
 from dacer2.runs import final_return, load_run
-
-
-def fake_run(root, name, env_id, algo, seed, returns, step=1000, policy_family=None):
-    run = root / name
-    run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"env_id": env_id, "algo": algo, "seed": seed}))
-    with open(run / "metrics.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["env_steps", "updates", "episodic_return", "eval_return_mean", "eval_return_std"])
-        for i, ret in enumerate(returns, start=1):
-            writer.writerow([i * step - step // 2, i, ret - 5, "", ""])  # a training-only row between evals
-            writer.writerow([i * step, i, ret - 5, ret, 1.0])
-    if policy_family:
-        (run / "policy.json").write_text(json.dumps({"policy_family": policy_family}))
-    return run
+from tests.run_dirs import fake_run
 
 
 def test_final_return_is_best_eval_in_last_ten_percent():
