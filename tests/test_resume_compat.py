@@ -50,7 +50,14 @@ def layout(value):
 def test_an_old_checkpoint_resumes_to_the_uninterrupted_result(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(FIXTURE / "run_at_200", run)
-    result = train(TrainConfig(resume=str(run), total_steps=300, progress=False))
+    # The fixture was computed on 2 threads, and float reductions depend on the thread count; modules that run
+    # before this one (test_policy, test_export) set the process to 1 thread at import.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = train(TrainConfig(resume=str(run), total_steps=300, progress=False))
+    finally:
+        torch.set_num_threads(threads)
     assert result.env_steps == 300 and [e[0] for e in result.eval_history] == [0, 100, 200, 300]
 
     expected = torch.load(FIXTURE / "straight_to_300" / "final_modules.pt", weights_only=True)
