@@ -193,6 +193,10 @@ class DACER2Agent(nn.Module):
         actions = self.explore(self.run_chain(obs_rep).action).view(n, k, self.action_dim)
         return estimate_entropy(actions, n_components=self.cfg.gmm_components).mean()
 
+    def refits_entropy_next(self) -> bool:
+        """Whether the next update re-estimates the entropy and steps alpha (one update in alpha_every)."""
+        return self.num_updates % self.cfg.alpha_every == 0
+
     def update_alpha(self, obs: torch.Tensor) -> None:
         self.entropy.copy_(self.estimate_entropy(obs[: self.cfg.entropy_states]))
         alpha_loss = -self.log_alpha * (self.target_entropy - self.entropy)
@@ -226,7 +230,7 @@ class DACER2Agent(nn.Module):
             with torch.no_grad():
                 torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), cfg.tau)
 
-        if self.num_updates % cfg.alpha_every == 0:
+        if self.refits_entropy_next():
             self.update_alpha(batch.obs)
 
         self.num_updates += 1

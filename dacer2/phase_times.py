@@ -31,8 +31,8 @@ class PhaseTimes:
             self.seconds[name] += time.perf_counter() - start
 
     def breakdown(self) -> dict:
-        """Seconds per phase, the untimed rest ("other": setup, progress output), the total and the overhead share
-        (1 - update / total)."""
+        """Seconds per phase, the untimed rest ("other": the loop's own bookkeeping, e.g. progress output and episode
+        counters; setup happens before the clock starts), the total and the overhead share (1 - update / total)."""
         total = time.perf_counter() - self.started
         seconds = {name: round(value, 4) for name, value in self.seconds.items()}
         seconds["other"] = round(max(total - sum(self.seconds.values()), 0.0), 4)

@@ -178,7 +178,7 @@ def _learn(run: TrainingRun, loop: LoopState) -> None:
             with loop.times.phase("replay"):
                 batch = run.buffer.sample()
             # The update that re-estimates the entropy (one in alpha_every) is filed as the entropy fit's time.
-            with loop.times.phase("entropy" if run.agent.num_updates % cfg.alpha_every == 0 else "update"):
+            with loop.times.phase("entropy" if run.agent.refits_entropy_next() else "update"):
                 loop.metrics = run.agent.update(batch)
 
 
