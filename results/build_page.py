@@ -104,6 +104,19 @@ def welch_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     return diff, diff - half, diff + half
 
 
+def mean_over_training(run: Run) -> float:
+    """The evaluation curve's area divided by its span: the return averaged over all of training. A second,
+    less noisy measure than the final return's single best evaluation, and one that rewards learning early; it
+    was chosen before the runs finished, beside (never instead of) the papers' metric."""
+    steps, returns = run.eval_steps.astype(np.float64), run.eval_mean.astype(np.float64)
+    span = steps.max() - steps.min()
+    return float(np.trapezoid(returns, steps) / span) if span > 0 else float(returns.mean())
+
+
+def _verdict(a: str, b: str, diff: float, low: float, high: float) -> str:
+    return "no" if low <= 0 <= high else "yes, " + (a if diff > 0 else b) + " higher"
+
+
 def experiment_section(experiment: Experiment) -> list[str]:
     finished = finished_runs(experiment)
     compared = finished_runs(BY_NAME[experiment.shown_with]) if experiment.shown_with else []
@@ -114,32 +127,39 @@ def experiment_section(experiment: Experiment) -> list[str]:
     plot_learning_curves(compared + finished, [figure], title=experiment.title)
     lines += [f"![{experiment.title}](figures/{figure.name})", "",
               "Final return: the best evaluation (10 episodes, deterministic policy) in the last 10% of training, "
-              "mean +- sample std over seeds.", "",
-              "| algorithm | seeds | final return | per seed | last evaluation (mean) |", "|---|---:|---:|---|---:|"]
+              "mean +- sample std over seeds. Mean over training: the evaluation curve's area over its span (the "
+              "return averaged over all of training), mean +- sample std over seeds.", "",
+              "| algorithm | seeds | final return | per seed | mean over training | last evaluation (mean) |",
+              "|---|---:|---:|---|---:|---:|"]
     by_algo = group_runs(compared + finished)[experiment.env_id]
     summary = {row["algo"]: row for row in algo_rows(compared + finished)}  # dacer2-plot's mean +- std over seeds
-    finals = {}
+    finals, areas = {}, {}
     for algo in list(dict.fromkeys(r.algo for r in compared)) + [experiment.labelled(a) for a in experiment.algos]:
         runs = sorted(by_algo.get(algo, []), key=lambda r: r.seed)
         if not runs:
-            lines.append(f"| {algo} | 0 | missing | | |")
+            lines.append(f"| {algo} | 0 | missing | | | |")
             continue
         finals[algo] = np.array([r.final_return for r in runs])
+        areas[algo] = np.array([mean_over_training(r) for r in runs])
         row = summary[algo]
         per_seed = ", ".join(f"{r.seed}: {r.final_return:.0f}" for r in runs)
+        area_std = areas[algo].std(ddof=1) if areas[algo].size > 1 else 0.0
         last = np.mean([r.last_return for r in runs])
         lines.append(f"| {algo} | {len(runs)} | {row['final_return_mean']:.0f} +- {row['final_return_std']:.0f} | "
-                     f"{per_seed} | {last:.0f} |")
+                     f"{per_seed} | {areas[algo].mean():.0f} +- {area_std:.0f} | {last:.0f} |")
     pairs = [(a, b) for i, a in enumerate(finals) for b in list(finals)[i + 1:]
              if finals[a].size > 1 and finals[b].size > 1]
     if pairs:
-        lines += ["", "Differences of the final-return means with 95% Welch intervals: an interval that contains 0 "
-                  "means these seeds do not separate the two.", "",
-                  "| comparison | difference | 95% interval | separates? |", "|---|---:|---:|---|"]
+        lines += ["", "Differences of the means over seeds with 95% Welch intervals, for each measure: an interval "
+                  "that contains 0 means these seeds do not separate the two.", "",
+                  "| comparison | final return: difference | 95% interval | separates? | "
+                  "mean over training: difference | 95% interval | separates? |", "|---|---:|---:|---|---:|---:|---|"]
         for a, b in pairs:
-            diff, low, high = welch_interval(finals[a], finals[b])
-            verdict = "no" if low <= 0 <= high else ("yes, " + (a if diff > 0 else b) + " higher")
-            lines.append(f"| {a} - {b} | {diff:.0f} | [{low:.0f}, {high:.0f}] | {verdict} |")
+            cells = []
+            for measure in (finals, areas):
+                diff, low, high = welch_interval(measure[a], measure[b])
+                cells.append(f"{diff:.0f} | [{low:.0f}, {high:.0f}] | {_verdict(a, b, diff, low, high)}")
+            lines.append(f"| {a} - {b} | {' | '.join(cells)} |")
     return lines + [""]
 
 

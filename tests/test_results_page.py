@@ -1,5 +1,6 @@
 """results/build_page.py: docs/results.md's generated block from committed run files (fake ones here)."""
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -70,10 +71,15 @@ def test_page_tables_verdicts_and_missing_rows(page_builder):
     assert text.startswith("# hand-written intro") and text.rstrip().endswith("hand-written outro")
     assert "stale" not in text
     # The papers' metric: the best evaluation in the last 10%, mean +- sample std over seeds.
-    assert f"| dacer2 | 3 | 950 +- 50 | 0: 900, 1: 1000, 2: 950 | 950 |" in text
-    assert "| dacer2-no-qgrad | 0 | missing | | |" in text  # unfinished runs stay out of the table
+    # Mean over training: trapezoid area over the span; [10, 500, 900] at 10k spacing -> (255 + 700) / 2 = 477.5.
+    areas = [(255 + (500 + high) / 2) / 2 for high in (900, 1000, 950)]
+    assert f"| dacer2 | 3 | 950 +- 50 | 0: 900, 1: 1000, 2: 950 | {np.mean(areas):.0f} +- {np.std(areas, ddof=1):.0f} | 950 |" in text
+    assert "| dacer2-no-qgrad | 0 | missing | | | |" in text  # unfinished runs stay out of the table
     assert "Hopper-v5__dacer2-no-qgrad__0" not in text  # only finished (committed) runs make the page
-    assert "| dacer2 - gaussian | 847 |" in text and "yes, dacer2 higher" in text
+    comparison = next(line for line in text.splitlines() if line.startswith("| dacer2 - gaussian |"))
+    cells = [c.strip() for c in comparison.strip("|").split("|")]
+    assert cells[1] == "847" and cells[3] == "yes, dacer2 higher"  # final return
+    assert cells[6] == "yes, dacer2 higher"  # mean over training separates these made-up seeds too
     assert (page_builder.FIGURES / "results_hopper-100k.png").stat().st_size > 10_000
     missing = text[text.index("### Rows still missing"):]
     assert "dacer2-no-qgrad: 0 1 2" in missing and "dacer2: 0" not in missing.splitlines()[4]
@@ -91,6 +97,14 @@ def test_welch_interval_against_a_hand_computed_case(page_builder):
     assert int(df) == 2
     assert diff == -2.0 and high - diff == pytest.approx(4.303 * se)
     assert low < 0 < high  # these three seeds do not separate the two
+
+
+def test_mean_over_training_weights_evaluations_by_the_steps_they_cover(page_builder):
+    run = page_builder.Run(Path("."), "Hopper-v5", "dacer2", 0, eval_steps=np.array([0, 1000, 3000]),
+                           eval_mean=np.array([0.0, 100.0, 100.0]), eval_std=np.zeros(3))
+    assert page_builder.mean_over_training(run) == pytest.approx((50 * 1000 + 100 * 2000) / 3000)
+    single = dataclasses.replace(run, eval_steps=np.array([5000]), eval_mean=np.array([42.0]), eval_std=np.zeros(1))
+    assert page_builder.mean_over_training(single) == 42.0
 
 
 def test_page_without_markers_is_refused(page_builder):
