@@ -43,7 +43,8 @@ class SweepConfig:
     finished trials are kept, interrupted or failed ones resume from their checkpoints."""
 
     algos: tuple[Algo, ...] = ("dacer2",)
-    """Algorithm presets to compare (dacer2, dacer, dacer2-no-weight, dacer2-no-qgrad)."""
+    """Algorithm presets to compare: the diffusion presets (dacer2, dacer, dacer2-no-weight, dacer2-no-qgrad) and the
+    Gaussian SAC-style baseline (gaussian); see dacer2-train --help."""
     env_ids: tuple[str, ...] = ("InvertedPendulum-v5",)
     """Gymnasium task ids, e.g. Hopper-v5 Walker2d-v5 HalfCheetah-v5."""
     seeds: tuple[int, ...] = (0,)
