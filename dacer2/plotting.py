@@ -1,7 +1,9 @@
 """Learning-curve figures and final-return tables over many runs (used by dacer2-plot).
 
-Seeds of the same (env, algo) are one line: the mean over seeds with a shaded 95% Student-t confidence band of
-that mean (t, not 1.96, because papers run 3-5 seeds and a normal band would be too narrow).
+Seeds of the same (env, algo) are one line: the mean over seeds with a shaded band, by default the 95% Student-t
+confidence band of that mean (t, not 1.96, because papers run 3-5 seeds and a normal band would be too narrow).
+With 2-3 seeds that band is 2.5-9 standard deviations wide and swamps the curves, so band="range" shades the seeds'
+minimum to maximum instead: where every seed lies, claiming nothing about the mean.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -19,6 +22,10 @@ from dacer2.runs import Run
 # Two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30; beyond that the normal 1.96 is within 2%.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+Band = Literal["ci95", "range"]
+BAND_LABELS = {"ci95": "band: 95% t-interval of the mean", "range": "band: min to max over seeds"}
 
 
 def t975(df: int) -> float:
@@ -34,8 +41,8 @@ class Curve:
     num_runs: int
 
 
-def aggregate(runs: list[Run]) -> Curve:
-    """Mean and 95% CI over runs, on the union of their evaluation steps up to where every run has data
+def aggregate(runs: list[Run], band: Band = "ci95") -> Curve:
+    """Mean and band (95% CI of the mean, or the seeds' range) over runs, on the union of their evaluation steps up to where every run has data
     (runs are linearly interpolated onto that grid, so seeds evaluated at slightly different steps still align)."""
     runs = [r for r in runs if r.eval_steps.size]
     if not runs:
@@ -44,6 +51,8 @@ def aggregate(runs: list[Run]) -> Curve:
     grid = np.unique(np.concatenate([r.eval_steps[r.eval_steps <= end] for r in runs]))
     values = np.stack([np.interp(grid, r.eval_steps, r.eval_mean) for r in runs])
     mean = values.mean(axis=0)
+    if band == "range":
+        return Curve(grid, mean, values.min(axis=0), values.max(axis=0), len(runs))
     if len(runs) > 1:
         half = t975(len(runs) - 1) * values.std(axis=0, ddof=1) / math.sqrt(len(runs))
     else:
@@ -60,7 +69,7 @@ def group_runs(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
 
 
 def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None = None,
-                         ylim: tuple[float, float] | None = None) -> None:
+                         ylim: tuple[float, float] | None = None, band: Band = "ci95") -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # headless: files only, never a window
@@ -75,7 +84,7 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
     fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 3.6 * rows), squeeze=False)
     for ax, (env_id, by_algo) in zip(axes.flat, groups.items()):
         for algo, algo_runs in by_algo.items():
-            curve = aggregate(algo_runs)
+            curve = aggregate(algo_runs, band)
             label = f"{algo} (n={curve.num_runs})"
             ax.plot(curve.steps, curve.mean, color=colors[algo], label=label, linewidth=1.8)
             if curve.num_runs > 1:
@@ -86,7 +95,7 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
         ax.grid(alpha=0.3)
         if ylim is not None:
             ax.set_ylim(*ylim)
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="best", title=f"mean over seeds; {BAND_LABELS[band]}", title_fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     if title:
@@ -148,11 +157,12 @@ def markdown_summary(runs: list[Run]) -> str:
 
 
 def write_report(runs: list[Run], out_dir: Path, name: str, formats: tuple[str, ...] = ("png",),
-                 title: str | None = None, ylim: tuple[float, float] | None = None) -> tuple[str, list[Path]]:
+                 title: str | None = None, ylim: tuple[float, float] | None = None,
+                 band: Band = "ci95") -> tuple[str, list[Path]]:
     """The learning-curve figure(s), per-run and per-algorithm CSVs and the markdown summary under out_dir.
     Returns the summary and the files written."""
     figures = [out_dir / f"{name}.{fmt}" for fmt in formats]
-    plot_learning_curves(runs, figures, title, ylim)
+    plot_learning_curves(runs, figures, title, ylim, band)
     write_csv(out_dir / f"{name}_runs.csv", run_rows(runs), RUN_COLUMNS)
     write_csv(out_dir / f"{name}_summary.csv", algo_rows(runs), ALGO_COLUMNS)
     summary = markdown_summary(runs)

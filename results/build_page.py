@@ -124,8 +124,10 @@ def experiment_section(experiment: Experiment) -> list[str]:
     if not finished:
         return lines + ["No finished run yet (see the missing rows below).", ""]
     figure = FIGURES / f"results_{experiment.name}.png"
-    plot_learning_curves(compared + finished, [figure], title=experiment.title)
+    # Three seeds per line: a 95% t-band would be 2.5 std wide and hide the curves, so the band is the seeds' range.
+    plot_learning_curves(compared + finished, [figure], title=experiment.title, band="range")
     lines += [f"![{experiment.title}](figures/{figure.name})", "",
+              "Curves: the mean evaluation return over seeds; the shaded band spans the seeds' minimum to maximum.", "",
               "Final return: the best evaluation (10 episodes, deterministic policy) in the last 10% of training, "
               "mean +- sample std over seeds. Mean over training: the evaluation curve's area over its span (the "
               "return averaged over all of training), mean +- sample std over seeds.", "",

@@ -12,7 +12,7 @@ import tyro
 
 @dataclass
 class PlotConfig:
-    """Learning curves (eval return vs env steps; seeds averaged with a 95% band, one line per algorithm, one panel
+    """Learning curves (eval return vs env steps; seeds averaged with a shaded band, one line per algorithm, one panel
     per env) and a final-return summary table for run directories."""
 
     runs: Annotated[tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR...")] = ()
@@ -27,6 +27,9 @@ class PlotConfig:
     """Figure title."""
     ylim: Optional[tuple[float, float]] = None
     """Y-axis range LOW HIGH for every panel (None: fit the data), e.g. to zoom past a very negative start."""
+    band: Literal["ci95", "range"] = "ci95"
+    """Shaded band around each mean curve: ci95, the 95% Student-t confidence interval of the mean over seeds; or
+    range, every seed's minimum to maximum (clearer with 2-3 seeds, where the t-interval is very wide)."""
 
 
 def plot_main(argv: list[str] | None = None) -> int:
@@ -47,7 +50,8 @@ def plot_main(argv: list[str] | None = None) -> int:
         return 2
     if empty:
         print(f"dacer2-plot: skipping runs without evaluations: {', '.join(empty)}", file=sys.stderr)
-    summary, written = write_report(runs, Path(cfg.out_dir), cfg.name, cfg.formats, cfg.title, cfg.ylim)
+    summary, written = write_report(runs, Path(cfg.out_dir), cfg.name, cfg.formats, cfg.title, cfg.ylim,
+                                    cfg.band)
     print(summary)
     print("wrote " + ", ".join(map(str, written)))
     return 0

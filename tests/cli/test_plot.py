@@ -33,6 +33,20 @@ def test_aggregate_mean_and_band():
     np.testing.assert_allclose(curve.high - curve.mean, half)
 
 
+def test_aggregate_range_band_spans_the_seeds():
+    class R:
+        def __init__(self, steps, mean):
+            self.eval_steps, self.eval_mean = np.asarray(steps, float), np.asarray(mean, float)
+
+    seeds = [R([0, 10], [0, 30]), R([0, 10], [6, 10]), R([0, 10], [3, 20])]
+    curve = aggregate(seeds, band="range")
+    np.testing.assert_allclose(curve.mean, [3, 20])
+    np.testing.assert_allclose(curve.low, [0, 10])
+    np.testing.assert_allclose(curve.high, [6, 30])
+    ci = aggregate(seeds)  # the default stays the t-interval, which is wider here than the range
+    assert (ci.high - ci.low > curve.high - curve.low).all()
+
+
 def test_plot_cli_writes_nonempty_figure_and_tables(tmp_path, capsys):
     runs = tmp_path / "runs"
     fake_run(runs, "a0", "Hopper-v5", "dacer2", 0, [10, 50, 90, 120, 100])
@@ -40,7 +54,7 @@ def test_plot_cli_writes_nonempty_figure_and_tables(tmp_path, capsys):
     fake_run(runs, "b0", "Hopper-v5", "dacer", 0, [5, 20, 40, 60, 70])
     fake_run(runs, "g0", "dacer2/MultiGoal-v0", "dacer2", 0, [-900, -500, -300], policy_family="gaussian")
     out = tmp_path / "out"
-    assert plot_main([str(runs), "--out-dir", str(out), "--formats", "png", "svg", "--title", "test", "--ylim", "-1000", "200"]) == 0
+    assert plot_main([str(runs), "--out-dir", str(out), "--formats", "png", "svg", "--title", "test", "--ylim", "-1000", "200", "--band", "range"]) == 0
 
     import matplotlib.image as mpimg
 
