@@ -118,7 +118,9 @@ def _verdict(a: str, b: str, diff: float, low: float, high: float) -> str:
 
 
 def experiment_section(experiment: Experiment) -> list[str]:
-    finished = finished_runs(experiment)
+    # In the experiment's algorithm order, so each algorithm keeps its colour and legend place on every figure.
+    order = [experiment.labelled(a) for a in experiment.algos]
+    finished = sorted(finished_runs(experiment), key=lambda r: (order.index(r.algo), r.seed))
     compared = finished_runs(BY_NAME[experiment.shown_with]) if experiment.shown_with else []
     lines = [f"### {experiment.title}", ""]
     if not finished:
