@@ -215,12 +215,16 @@ def _coverage_cell(report: dict) -> str:
 
 def multigoal_block() -> str:
     """The 5 + 5 seed coverage table of docs/evaluation.md, from each run's eval.json (dacer2-eval's report)."""
-    rows, coverage = [], {}
-    for run_dir in sorted(MULTIGOAL_RUNS.glob("*__*")):
+    rows, coverage, seed0_dirs = [], {}, {}
+    for run_dir in sorted(MULTIGOAL_RUNS.iterdir() if MULTIGOAL_RUNS.is_dir() else []):
         if not (run_dir / "eval.json").is_file():
             continue
         report = json.loads((run_dir / "eval.json").read_text())
-        algo, seed = run_dir.name.rsplit("__", 1)
+        # The run's own config names its policy and seed; folder names are only a convention of the Makefile.
+        config = json.loads((run_dir / "config.json").read_text())
+        algo, seed = config["algo"], config["seed"]
+        if seed == 0:
+            seed0_dirs[algo] = run_dir
         det, sto = report["multigoal"]["deterministic"], report["multigoal"]["stochastic"]
         coverage.setdefault(algo, []).append((det["coverage"], sto["coverage"]))
         # A run extended by --resume keeps the report of its shorter budget beside the final one.
@@ -238,9 +242,10 @@ def multigoal_block() -> str:
         lines.append(f"- **{algo}**: all four goals deterministically on {four} of {len(cov)} seeds; deterministic "
                      f"coverage {min(d for d, _ in cov)}-{max(d for d, _ in cov)} goals, stochastic "
                      f"{min(s for _, s in cov)}-{max(s for _, s in cov)}.")
-    for algo in coverage:  # seed 0's trajectories of each policy family, as the page shows them
-        source = MULTIGOAL_RUNS / f"{algo}__0" / "trajectories.png"
+    for algo, run_dir in seed0_dirs.items():  # seed 0's trajectories of each policy family, as the page shows them
+        source = run_dir / "trajectories.png"
         if source.is_file():
+            FIGURES.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, FIGURES / f"multigoal_k07_{algo}_seed0.png")
     return "\n".join(lines + ["", MG_END])
 

@@ -36,14 +36,18 @@ def test_multigoal_table_from_eval_reports(page_builder):
     def report(counts, coverage):
         return {"counts": dict(zip(("right", "left", "up", "down"), counts)), "coverage": coverage}
 
-    for algo, seed, det, cov in [("dacer2", 0, (50, 50, 50, 50), 4), ("dacer2", 1, (100, 100, 0, 0), 2),
-                                 ("gaussian", 0, (0, 0, 200, 0), 1)]:
-        run = page_builder.MULTIGOAL_RUNS / f"{algo}__{seed}"
+    # Folder names are free: the policy and seed come from each run's config.json.
+    for folder, algo, seed, det, cov in [("a", "dacer2", 0, (50, 50, 50, 50), 4),
+                                         ("b__long", "dacer2", 1, (100, 100, 0, 0), 2),
+                                         ("gaussian__0", "gaussian", 0, (0, 0, 200, 0), 1)]:
+        run = page_builder.MULTIGOAL_RUNS / folder
         run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"algo": algo, "seed": seed}))
+        (run / "trajectories.png").write_bytes(folder.encode())
         (run / "eval.json").write_text(json.dumps({
             "env_steps": 60_000, "returns": {"deterministic": {"mean": -200.0}},
             "multigoal": {"deterministic": report(det, cov), "stochastic": report((50, 50, 50, 50), 4)}}))
-    (page_builder.MULTIGOAL_RUNS / "dacer2__1" / "eval_30k.json").write_text(json.dumps(
+    (page_builder.MULTIGOAL_RUNS / "b__long" / "eval_30k.json").write_text(json.dumps(
         {"multigoal": {"deterministic": report((200, 0, 0, 0), 1)}}))
     assert page_builder.main() == 0
     text = page_builder.EVALUATION_PAGE.read_text()
@@ -51,6 +55,8 @@ def test_multigoal_table_from_eval_reports(page_builder):
     assert "| dacer2 | 1 | 60k | 100/100/0/0 (2/4) | 50/50/50/50 (4/4) | 200/0/0/0 (1/4) | -200.0 |" in text
     assert "**dacer2**: all four goals deterministically on 1 of 2 seeds" in text
     assert "**gaussian**: all four goals deterministically on 0 of 1 seeds; deterministic coverage 1-1" in text
+    assert (page_builder.FIGURES / "multigoal_k07_dacer2_seed0.png").read_bytes() == b"a"
+    assert (page_builder.FIGURES / "multigoal_k07_gaussian_seed0.png").read_bytes() == b"gaussian__0"
 
 
 def finished_run(root, algo, seed, returns):
