@@ -86,6 +86,10 @@ def test_page_tables_verdicts_and_missing_rows(page_builder):
     cells = [c.strip() for c in comparison.strip("|").split("|")]
     assert cells[1] == "847" and cells[3] == "yes, dacer2 higher"  # final return
     assert cells[6] == "yes, dacer2 higher"  # mean over training separates these made-up seeds too
+    # Seed by seed: final-return differences 800, 880, 860 -> mean 847, t(2) interval around it excludes 0.
+    matched = [line for line in text.splitlines() if line.startswith("| dacer2 - gaussian |")][1]
+    cells = [c.strip() for c in matched.strip("|").split("|")]
+    assert cells[1] == "0: +800, 1: +880, 2: +860" and cells[2].startswith("847 [") and cells[3] == "yes, dacer2 higher"
     assert (page_builder.FIGURES / "results_hopper-100k.png").stat().st_size > 10_000
     missing = text[text.index("### Rows still missing"):]
     assert "dacer2-no-qgrad: 0 1 2" in missing and "dacer2: 0" not in missing.splitlines()[4]
@@ -103,6 +107,13 @@ def test_welch_interval_against_a_hand_computed_case(page_builder):
     assert int(df) == 2
     assert diff == -2.0 and high - diff == pytest.approx(4.303 * se)
     assert low < 0 < high  # these three seeds do not separate the two
+
+
+def test_paired_interval_against_a_hand_computed_case(page_builder):
+    mean, low, high = page_builder.paired_interval(np.array([21.0, -1210.0, -358.0]))
+    sd = np.std([21.0, -1210.0, -358.0], ddof=1)
+    assert mean == pytest.approx(-515.667, abs=1e-3)
+    assert high - mean == pytest.approx(4.303 * sd / math.sqrt(3), rel=1e-3) and low < 0 < high
 
 
 def test_mean_over_training_weights_evaluations_by_the_steps_they_cover(page_builder):
