@@ -120,6 +120,11 @@ def mean_over_training(run: Run) -> float:
     return float(np.trapezoid(returns, steps) / span) if span > 0 else float(returns.mean())
 
 
+def _mean_std(mean: float, std: float, seeds: int) -> str:
+    """One seed has no spread to report: "+- 0" would read as a spread measured to be zero."""
+    return f"{mean:.0f} +- {std:.0f}" if seeds > 1 else f"{mean:.0f} (one seed)"
+
+
 def _verdict(a: str, b: str, diff: float, low: float, high: float) -> str:
     return "no" if low <= 0 <= high else "yes, " + (a if diff > 0 else b) + " higher"
 
@@ -154,10 +159,10 @@ def experiment_section(experiment: Experiment) -> list[str]:
         areas[algo] = np.array([mean_over_training(r) for r in runs])
         row = summary[algo]
         per_seed = ", ".join(f"{r.seed}: {r.final_return:.0f}" for r in runs)
-        area_std = areas[algo].std(ddof=1) if areas[algo].size > 1 else 0.0
         last = np.mean([r.last_return for r in runs])
-        lines.append(f"| {algo} | {len(runs)} | {row['final_return_mean']:.0f} +- {row['final_return_std']:.0f} | "
-                     f"{per_seed} | {areas[algo].mean():.0f} +- {area_std:.0f} | {last:.0f} |")
+        final_cell = _mean_std(row["final_return_mean"], row["final_return_std"], len(runs))
+        area_cell = _mean_std(areas[algo].mean(), areas[algo].std(ddof=1) if len(runs) > 1 else 0.0, len(runs))
+        lines.append(f"| {algo} | {len(runs)} | {final_cell} | {per_seed} | {area_cell} | {last:.0f} |")
     pairs = [(a, b) for i, a in enumerate(finals) for b in list(finals)[i + 1:]
              if finals[a].size > 1 and finals[b].size > 1]
     if pairs:

@@ -127,3 +127,14 @@ def test_mean_over_training_weights_evaluations_by_the_steps_they_cover(page_bui
 def test_page_without_markers_is_refused(page_builder):
     page_builder.PAGE.write_text("# no markers\n")
     assert page_builder.main() == 2
+
+
+def test_one_seed_reports_no_spread_and_no_comparison(page_builder):
+    runs = page_builder.RESULTS / "hopper-100k" / "runs"
+    finished_run(runs, "gaussian", 0, [10, 50, 431])
+    finished_run(runs, "dacer2", 0, [10, 500, 900])
+    assert page_builder.main() == 0
+    text = page_builder.PAGE.read_text()
+    assert "| gaussian | 1 | 431 (one seed) | 0: 431 |" in text  # never "+- 0": one seed measures no spread
+    assert "+- 0 |" not in text
+    assert "Welch" not in text  # no interval from one seed per algorithm
