@@ -128,7 +128,7 @@ def algo_rows(runs: list[Run]) -> list[dict]:
     for env_id, by_algo in group_runs(runs).items():
         for algo, algo_runs in by_algo.items():
             finals = np.array([r.final_return for r in algo_runs])
-            std = float(finals.std(ddof=1)) if finals.size > 1 else 0.0  # sample std over seeds
+            std = float(finals.std(ddof=1)) if finals.size > 1 else math.nan  # one seed has no sample std
             rows.append(dict(env_id=env_id, algo=algo, seeds=len(algo_runs),
                              final_return_mean=float(finals.mean()), final_return_std=std))
     return rows
@@ -146,8 +146,8 @@ def markdown_summary(runs: list[Run]) -> str:
     lines = ["## Final return per algorithm (best evaluation in the last 10% of training, mean +- std over seeds)", "",
              "| env | algo | seeds | final return |", "|---|---|---:|---:|"]
     for row in algo_rows(runs):
-        lines.append(f"| {row['env_id']} | {row['algo']} | {row['seeds']} | "
-                     f"{row['final_return_mean']:.1f} +- {row['final_return_std']:.1f} |")
+        spread = f"+- {row['final_return_std']:.1f}" if row["seeds"] > 1 else "(one seed)"
+        lines.append(f"| {row['env_id']} | {row['algo']} | {row['seeds']} | {row['final_return_mean']:.1f} {spread} |")
     lines += ["", "## Final return per run", "", "| env | algo | seed | env steps | final return | last eval | run |",
               "|---|---|---:|---:|---:|---:|---|"]
     for row in run_rows(runs):

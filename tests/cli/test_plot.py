@@ -2,6 +2,7 @@
 papers' final-return metric."""
 
 import csv
+import math
 
 import numpy as np
 import pytest
@@ -72,6 +73,8 @@ def test_plot_cli_writes_nonempty_figure_and_tables(tmp_path, capsys):
     assert len(list(csv.DictReader(open(out / "learning_curves_runs.csv")))) == 4
     printed = capsys.readouterr().out
     assert "| Hopper-v5 | dacer2 | 2 | 115.0 +- 21.2 |" in printed
+    assert "| Hopper-v5 | dacer | 1 | 70.0 (one seed) |" in printed  # no spread is claimed from one seed
+    assert math.isnan(float(by[("Hopper-v5", "dacer")]["final_return_std"]))
     assert (out / "learning_curves.md").read_text().startswith("## Final return per algorithm")
 
 
