@@ -142,12 +142,17 @@ def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
         writer.writerows(rows)
 
 
+def mean_std_text(mean: float, std: float, seeds: int, digits: int = 1) -> str:
+    """"mean +- std" over seeds; one seed has no spread to report ("+- 0" would read as one measured to be zero)."""
+    return f"{mean:.{digits}f} +- {std:.{digits}f}" if seeds > 1 else f"{mean:.{digits}f} (one seed)"
+
+
 def markdown_summary(runs: list[Run]) -> str:
     lines = ["## Final return per algorithm (best evaluation in the last 10% of training, mean +- std over seeds)", "",
              "| env | algo | seeds | final return |", "|---|---|---:|---:|"]
     for row in algo_rows(runs):
-        spread = f"+- {row['final_return_std']:.1f}" if row["seeds"] > 1 else "(one seed)"
-        lines.append(f"| {row['env_id']} | {row['algo']} | {row['seeds']} | {row['final_return_mean']:.1f} {spread} |")
+        final = mean_std_text(row["final_return_mean"], row["final_return_std"], row["seeds"])
+        lines.append(f"| {row['env_id']} | {row['algo']} | {row['seeds']} | {final} |")
     lines += ["", "## Final return per run", "", "| env | algo | seed | env steps | final return | last eval | run |",
               "|---|---|---:|---:|---:|---:|---|"]
     for row in run_rows(runs):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dacer2.plotting import algo_rows, group_runs, plot_learning_curves, t975
+from dacer2.plotting import algo_rows, group_runs, mean_std_text, plot_learning_curves, t975
 from dacer2.runs import Run, RunError, find_run_dirs, load_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,11 +120,6 @@ def mean_over_training(run: Run) -> float:
     return float(np.trapezoid(returns, steps) / span) if span > 0 else float(returns.mean())
 
 
-def _mean_std(mean: float, std: float, seeds: int) -> str:
-    """One seed has no spread to report: "+- 0" would read as a spread measured to be zero."""
-    return f"{mean:.0f} +- {std:.0f}" if seeds > 1 else f"{mean:.0f} (one seed)"
-
-
 def _verdict(a: str, b: str, diff: float, low: float, high: float) -> str:
     return "no" if low <= 0 <= high else "yes, " + (a if diff > 0 else b) + " higher"
 
@@ -160,8 +155,9 @@ def experiment_section(experiment: Experiment) -> list[str]:
         row = summary[algo]
         per_seed = ", ".join(f"{r.seed}: {r.final_return:.0f}" for r in runs)
         last = np.mean([r.last_return for r in runs])
-        final_cell = _mean_std(row["final_return_mean"], row["final_return_std"], len(runs))
-        area_cell = _mean_std(areas[algo].mean(), areas[algo].std(ddof=1) if len(runs) > 1 else 0.0, len(runs))
+        final_cell = mean_std_text(row["final_return_mean"], row["final_return_std"], len(runs), digits=0)
+        area_cell = mean_std_text(areas[algo].mean(), areas[algo].std(ddof=1) if len(runs) > 1 else math.nan,
+                                  len(runs), digits=0)
         lines.append(f"| {algo} | {len(runs)} | {final_cell} | {per_seed} | {area_cell} | {last:.0f} |")
     pairs = [(a, b) for i, a in enumerate(finals) for b in list(finals)[i + 1:]
              if finals[a].size > 1 and finals[b].size > 1]
