@@ -90,24 +90,41 @@ def _eye(dim: int, like: torch.Tensor) -> torch.Tensor:
     return torch.eye(dim, dtype=like.dtype, device=like.device)
 
 
-def _safe_cholesky(cov: torch.Tensor, error_scale: torch.Tensor) -> torch.Tensor:
+def _safe_cholesky(cov: torch.Tensor, error_scale: torch.Tensor, n_terms: int = 1) -> torch.Tensor:
     """Lower Cholesky factor of cov [..., A, A] that never fails on rounding noise.
 
     error_scale [...] is the magnitude of the numbers cov was computed from; a
     rounding error of about A * eps * error_scale can push a thin covariance
-    past reg_covar into indefiniteness (mostly in float32).
+    past reg_covar into indefiniteness (mostly in float32). n_terms is how many
+    products each entry of cov sums: float32 sums of that many terms can be off
+    by up to n_terms * eps * error_scale, which sizes the last-resort jitter.
     """
-    # We cannot branch on a failed factorisation on the host, so both the plain
-    # and a jittered factorisation are computed and picked per matrix with
-    # torch.where. Jittering unconditionally would be simpler, but it biases
+    # We cannot branch on a failed factorisation on the host, so every
+    # candidate is computed and the first that succeeded is picked per matrix
+    # with torch.where. Jittering unconditionally would be simpler, but it biases
     # log det visibly (0.03 nats seen in float32) for components that are thin
     # along some axis -- exactly the case where the plain factorisation works.
+    #
+    # The small jitter covers the rounding of one subtraction. It does not cover
+    # a component that sits on one repeated point far from its state's centre:
+    # heavily clipped actions pile up on the corners of the action box, the true
+    # covariance there is reg_covar * I, and the moment form's accumulated
+    # rounding (n_terms products of size error_scale) outweighs both reg_covar
+    # and the small jitter. A failed factor carries a non-positive pivot, whose
+    # log is NaN, so the entropy estimate and then alpha went non-finite
+    # (multi-goal, k = 1.0: exploration noise of std ~2.5 on the [-1, 1] box).
+    # The last candidate's jitter bounds that rounding, so it cannot fail on a
+    # covariance that is positive semi-definite plus reg_covar in exact arithmetic.
     dim = cov.shape[-1]
     eye = _eye(dim, cov)
+    eps = torch.finfo(cov.dtype).eps
     chol, info = torch.linalg.cholesky_ex(cov)
-    jitter = 10.0 * dim * torch.finfo(cov.dtype).eps * error_scale
-    chol_jittered, _ = torch.linalg.cholesky_ex(cov + jitter[..., None, None] * eye)
-    return torch.where((info == 0)[..., None, None], chol, chol_jittered)
+    jitter = 10.0 * dim * eps * error_scale
+    chol_jittered, info_jittered = torch.linalg.cholesky_ex(cov + jitter[..., None, None] * eye)
+    bound = 2.0 * dim * max(n_terms, 1) * eps * error_scale
+    chol_bounded, _ = torch.linalg.cholesky_ex(cov + bound[..., None, None] * eye)
+    fallback = torch.where((info_jittered == 0)[..., None, None], chol_jittered, chol_bounded)
+    return torch.where((info == 0)[..., None, None], chol, fallback)
 
 
 class _Features(NamedTuple):
@@ -165,7 +182,7 @@ def _m_step_fast(
     cov = second - means.unsqueeze(-1) * means.unsqueeze(-2) + reg_covar * _eye(dim, second)
     # The cancellation error scales with the raw second moment, not with Sigma.
     error_scale = torch.diagonal(second, dim1=-2, dim2=-1).amax(dim=-1) + reg_covar
-    chol = _safe_cholesky(cov, error_scale)
+    chol = _safe_cholesky(cov, error_scale, n_terms=feats.phi.shape[1])
     weights = nk / nk.sum(dim=-1, keepdim=True)
     return weights, means, chol
 

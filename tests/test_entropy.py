@@ -7,6 +7,7 @@ was specified against, so the main check is agreement with it on identical data.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from sklearn.mixture import GaussianMixture
 
 from dacer2.entropy import (
     GaussianMixtureFit,
+    _safe_cholesky,
     estimate_entropy,
     fit_gmm,
     gmm_entropy_upper_bound,
@@ -289,6 +291,58 @@ def test_large_offsets_and_scales_stay_finite_in_float32() -> None:
         est64 = estimate_entropy(samples)
         assert torch.isfinite(est32).all()
         torch.testing.assert_close(est32.double(), est64, atol=1e-2, rtol=0)
+
+
+# --------------------------------------------------------------------------------------
+# Actions piled on the corners of the box (the multi-goal k = 1.0 stop)
+# --------------------------------------------------------------------------------------
+
+CORNER_PILEUP = Path(__file__).parent / "data" / "entropy_corner_pileup.pt"
+
+
+def test_cholesky_survives_moment_rounding_past_the_small_jitter() -> None:
+    # The float32 covariance the fast M-step computed for a component that owned ~59 samples at one corner of the
+    # action box (true value reg_covar * I): the moment form's rounding over 200 samples left it indefinite by more
+    # than the small jitter, so both earlier factorisations fail and the factor's log-diagonal was NaN.
+    cov = torch.tensor([[3.1455e-07, 1.1325e-06], [1.1325e-06, -1.6229e-07]])
+    scale = torch.tensor(0.4504)
+    assert torch.linalg.cholesky_ex(cov)[1] != 0
+    chol = _safe_cholesky(cov, scale, n_terms=200)
+    assert torch.isfinite(chol).all() and (chol.diagonal() > 0).all()
+    # What was added to the diagonal is at most the rounding bound 2 A K eps scale.
+    bound = 2 * 2 * 200 * torch.finfo(torch.float32).eps * scale.item()
+    added = (chol @ chol.T - cov).diagonal()
+    assert (added > 0).all() and (added <= 1.01 * bound).all()
+
+
+def test_cholesky_is_the_plain_factor_when_that_succeeds() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(16, 3, 3, generator=gen)
+    cov = a @ a.transpose(-1, -2) + 1e-3 * torch.eye(3)
+    chol = _safe_cholesky(cov, cov.diagonal(dim1=-2, dim2=-1).amax(-1), n_terms=200)
+    assert torch.equal(chol, torch.linalg.cholesky(cov))
+
+
+def test_samples_piled_on_box_corners_give_a_finite_entropy() -> None:
+    # 200 clipped actions of one state (102 of them on corners of [-1, 1]^2, drawn with exploration noise of std
+    # 2.3) on which the estimate came out NaN before the fix, on an AMD EPYC host.
+    samples = torch.load(CORNER_PILEUP, weights_only=True)[None]
+    est32, est64 = estimate_entropy(samples), estimate_entropy(samples.double())
+    assert torch.isfinite(est32).all()
+    torch.testing.assert_close(est32.double(), est64, atol=0.05, rtol=0)
+
+
+def test_actions_on_the_corners_only_give_finite_entropies() -> None:
+    # Exploration noise far wider than the box: every action is clipped onto one of the four corners, so each
+    # component of the mixture is a repeated point (covariance reg_covar * I) far from its state's centre.
+    gen = torch.Generator().manual_seed(3)
+    centre = torch.rand(256, 1, 2, generator=gen) * 2 - 1
+    samples = (centre + 30.0 * torch.randn(256, 200, 2, generator=gen)).clamp(-1.0, 1.0)
+    est = estimate_entropy(samples)
+    assert torch.isfinite(est).all()
+    # No component can be thinner than reg_covar * I, so no state's estimate lies below that Gaussian's entropy.
+    floor = 2 * 0.5 * (LOG_2PI_E + math.log(1e-6))
+    assert (est > floor).all()
 
 
 # --------------------------------------------------------------------------------------
