@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from page_cost import COMMAND as COST_COMMAND, RETURN_FOR_COST_HEADER, cost_table, load_cost_runs, return_for_cost_rows
+
 from dacer2.plotting import algo_rows, group_runs, mean_std_text, plot_learning_curves, t975
 from dacer2.runs import Run, RunError, find_run_dirs, load_run
 
@@ -204,6 +206,30 @@ def _seed_matched_table(by_algo: dict[str, list[Run]], algos: list[str]) -> list
             *rows]
 
 
+def cost_section() -> list[str]:
+    """Each algorithm's update cost relative to dacer2 (one benchmark run per host) and the return per unit of it."""
+    lines = ["### Cost of an update, and the return bought with it", ""]
+    cost_runs = load_cost_runs()
+    if not cost_runs:
+        return lines + [f"No cost benchmark is committed yet: `{COST_COMMAND}`.", ""]
+    for cost_run in cost_runs:
+        rows = []
+        for experiment in EXPERIMENTS:
+            by_algo = group_runs(finished_runs(experiment)).get(experiment.env_id, {})
+            labels = {experiment.labelled(a): a for a in experiment.algos if experiment.labelled(a) in by_algo}
+            finals = {label: float(np.mean([r.final_return for r in by_algo[label]])) for label in labels}
+            areas = {label: float(np.mean([mean_over_training(r) for r in by_algo[label]])) for label in labels}
+            rows += return_for_cost_rows(experiment.env_id, finals, areas, labels, cost_run)
+        lines += cost_table(cost_run) + [""]
+        if rows:
+            lines += ["Return for its cost: each algorithm's mean return over its finished seeds divided by its update "
+                      "cost relative to dacer2 (the cost is nearly all of a run's time on a CPU: 96% of a Hopper "
+                      "dacer2 run was updates). Returns do not scale linearly with compute, so this is a price tag "
+                      "beside the return, not a prediction of what the cheaper algorithm would reach with dacer2's "
+                      "budget.", "", *RETURN_FOR_COST_HEADER, *rows, ""]
+    return lines
+
+
 def missing_rows() -> list[str]:
     lines = ["### Rows still missing", "", "| experiment | missing runs (algorithm: seeds) | command (re-run it to continue) |",
              "|---|---|---|"]
@@ -225,6 +251,7 @@ def generated_block() -> str:
     lines = [BEGIN, ""]
     for experiment in EXPERIMENTS:
         lines += experiment_section(experiment)
+    lines += cost_section()
     lines += missing_rows()
     return "\n".join(lines + [END])
 
