@@ -22,10 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from page_cost import COMMAND as COST_COMMAND, RETURN_FOR_COST_HEADER, cost_table, load_cost_runs, return_for_cost_rows
+# The page's modules beside this file, also when it is loaded by path (tests) rather than run as a script.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dacer2.plotting import algo_rows, group_runs, mean_std_text, plot_learning_curves, t975
-from dacer2.runs import Run, RunError, find_run_dirs, load_run
+from page_cost import (  # noqa: E402
+    COMMAND as COST_COMMAND, RETURN_FOR_COST_HEADER, cost_table, load_cost_runs, return_for_cost_rows,
+)
+
+from dacer2.plotting import algo_rows, group_runs, mean_std_text, plot_learning_curves, t975  # noqa: E402
+from dacer2.runs import Run, RunError, find_run_dirs, load_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -209,7 +215,7 @@ def _seed_matched_table(by_algo: dict[str, list[Run]], algos: list[str]) -> list
 def cost_section() -> list[str]:
     """Each algorithm's update cost relative to dacer2 (one benchmark run per host) and the return per unit of it."""
     lines = ["### Cost of an update, and the return bought with it", ""]
-    cost_runs = load_cost_runs()
+    cost_runs = load_cost_runs(RESULTS / "algo-cost")
     if not cost_runs:
         return lines + [f"No cost benchmark is committed yet: `{COST_COMMAND}`.", ""]
     for cost_run in cost_runs:
@@ -252,6 +258,7 @@ def generated_block() -> str:
     for experiment in EXPERIMENTS:
         lines += experiment_section(experiment)
     lines += cost_section()
+    lines += few_steps_section()
     lines += missing_rows()
     return "\n".join(lines + [END])
 
@@ -277,20 +284,40 @@ def _coverage_cell(report: dict) -> str:
     return "/".join(str(report["counts"][g]) for g in GOAL_NAMES) + f" ({report['coverage']}/4)"
 
 
+MULTIGOAL_ENV = "dacer2/MultiGoal-v0"
+# The table's order: DACER2, its chain without L_g, DACER (T = 20, no L_g), the Gaussian head.
+MULTIGOAL_ORDER = ("dacer2", "dacer2-no-qgrad", "dacer", "gaussian")
+
+
+def _multigoal_reports(runs_root: Path, report_name: str = "eval.json") -> list[tuple[str, int, Path, dict]]:
+    """(algo, seed, run dir, report) of every run under runs_root with that report, in the table's order. The
+    run's own config names its policy and seed; folder names are only a convention."""
+    found = []
+    for run_dir in sorted(runs_root.iterdir() if runs_root.is_dir() else []):
+        if (run_dir / report_name).is_file():
+            config = json.loads((run_dir / "config.json").read_text())
+            found.append((config["algo"], config["seed"], run_dir, json.loads((run_dir / report_name).read_text())))
+    rank = {a: i for i, a in enumerate(MULTIGOAL_ORDER)}
+    return sorted(found, key=lambda f: (rank.get(f[0], len(rank)), f[0], f[1]))
+
+
+def _multigoal_cost(algo: str) -> str:
+    for cost_run in load_cost_runs(RESULTS / "algo-cost"):
+        cost = cost_run.costs.get((MULTIGOAL_ENV, algo))
+        if cost:
+            return f" (update cost {cost.relative:.2f}x dacer2's)"
+    return ""
+
+
 def multigoal_block() -> str:
-    """The 5 + 5 seed coverage table of docs/evaluation.md, from each run's eval.json (dacer2-eval's report)."""
-    rows, coverage, seed0_dirs = [], {}, {}
-    for run_dir in sorted(MULTIGOAL_RUNS.iterdir() if MULTIGOAL_RUNS.is_dir() else []):
-        if not (run_dir / "eval.json").is_file():
-            continue
-        report = json.loads((run_dir / "eval.json").read_text())
-        # The run's own config names its policy and seed; folder names are only a convention of the Makefile.
-        config = json.loads((run_dir / "config.json").read_text())
-        algo, seed = config["algo"], config["seed"]
+    """The coverage table of docs/evaluation.md, from each run's eval.json (dacer2-eval's report)."""
+    rows, coverage, returns, seed0_dirs = [], {}, {}, {}
+    for algo, seed, run_dir, report in _multigoal_reports(MULTIGOAL_RUNS):
         if seed == 0:
             seed0_dirs[algo] = run_dir
         det, sto = report["multigoal"]["deterministic"], report["multigoal"]["stochastic"]
         coverage.setdefault(algo, []).append((det["coverage"], sto["coverage"]))
+        returns.setdefault(algo, []).append(report["returns"]["deterministic"]["mean"])
         # A run extended by --resume keeps the report of its shorter budget beside the final one.
         early = run_dir / "eval_30k.json"
         early_cell = ""
@@ -303,15 +330,114 @@ def multigoal_block() -> str:
     lines = [MG_BEGIN, "", header, "|---|---:|---:|---|---|---|---:|", *rows, ""]
     for algo, cov in coverage.items():
         four = sum(d == 4 for d, _ in cov)
-        lines.append(f"- **{algo}**: all four goals deterministically on {four} of {len(cov)} seeds; deterministic "
-                     f"coverage {min(d for d, _ in cov)}-{max(d for d, _ in cov)} goals, stochastic "
-                     f"{min(s for _, s in cov)}-{max(s for _, s in cov)}.")
+        det = np.array([d for d, _ in cov], dtype=float)
+        lines.append(f"- **{algo}**{_multigoal_cost(algo)}: all four goals deterministically on {four} of {len(cov)} "
+                     f"seeds; deterministic coverage {min(d for d, _ in cov)}-{max(d for d, _ in cov)} goals (mean "
+                     f"{det.mean():.1f}), stochastic {min(s for _, s in cov)}-{max(s for _, s in cov)}.")
+    lines += _multigoal_comparisons(coverage, returns)
     for algo, run_dir in seed0_dirs.items():  # seed 0's trajectories of each policy family, as the page shows them
         source = run_dir / "trajectories.png"
         if source.is_file():
             FIGURES.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, FIGURES / f"multigoal_k07_{algo}_seed0.png")
     return "\n".join(lines + ["", MG_END])
+
+
+def _multigoal_comparisons(coverage: dict[str, list[tuple[int, int]]], returns: dict[str, list[float]]) -> list[str]:
+    """DACER2 against each other policy on deterministic coverage and return: difference of the means over seeds
+    with its 95% Welch interval (seeds are not matched across these policies' networks)."""
+    rows = []
+    for other in [a for a in coverage if a != "dacer2"]:
+        if "dacer2" not in coverage or len(coverage["dacer2"]) < 2 or len(coverage[other]) < 2:
+            continue
+        cells = []
+        for values in ({a: np.array([d for d, _ in c], dtype=float) for a, c in coverage.items()},
+                       {a: np.array(r) for a, r in returns.items()}):
+            diff, low, high = welch_interval(values["dacer2"], values[other])
+            cells.append(f"{diff:+.1f} | [{low:.1f}, {high:.1f}] | {_verdict('dacer2', other, diff, low, high)}")
+        rows.append(f"| dacer2 - {other} | {' | '.join(cells)} |")
+    if not rows:
+        return []
+    return ["", "| comparison | deterministic coverage: difference | 95% Welch interval | separates? | "
+            "deterministic return: difference | 95% Welch interval | separates? |", "|---|---:|---:|---|---:|---:|---|",
+            *rows]
+
+
+FEW_STEPS = (1, 2, 5)
+FEW_STEPS_ALGOS = {"dacer2": "with L_g (dacer2)", "dacer2-no-qgrad": "without L_g (dacer2-no-qgrad)"}
+FEW_STEPS_COMMAND = ("dacer2-train --env-id dacer2/MultiGoal-v0 --algo {dacer2,dacer2-no-qgrad} --diffusion-steps T "
+                     "--seed N --total-steps 30000 --learning-starts 5000 --eval-every 5000 --run-dir RUN; "
+                     "dacer2-eval RUN --multigoal-rollouts 200 --json-out RUN/eval.json")
+
+
+def few_step_reports() -> dict[tuple[str, int], list[dict]]:
+    """(algo, T) -> the 30k evaluation reports over seeds. T = 1 and 2 come from results/few-steps; T = 5 is the
+    coverage table's runs at their 30k checkpoint (the same protocol: a 30k run is the first leg of those)."""
+    found: dict[tuple[str, int], list[dict]] = {}
+    for algo, seed, run_dir, report in _multigoal_reports(RESULTS / "few-steps" / "runs"):
+        steps = json.loads((run_dir / "config.json").read_text())["diffusion_steps"]
+        found.setdefault((algo, steps), []).append(dict(report, seed=seed))
+    for algo, seed, _, report in _multigoal_reports(MULTIGOAL_RUNS, "eval_30k.json"):
+        if algo in FEW_STEPS_ALGOS and seed in (0, 1, 2):
+            found.setdefault((algo, 5), []).append(dict(report, seed=seed))
+    return found
+
+
+def few_steps_section() -> list[str]:
+    lines = ["### Few steps: does L_g make them work? (multi-goal, 30k env steps)", ""]
+    reports = few_step_reports()
+    if not any(T != 5 for _, T in reports):
+        return lines + [f"No T = 1 or 2 run is finished yet: `{FEW_STEPS_COMMAND}` for T in 1 2, seeds 0-2.", ""]
+    lines += ["The MultiGoal preset (k = 0.7, 3x64 networks, eta = 1 where L_g is on) at T = 1, 2 and 5 diffusion "
+              "steps, with and without L_g, seeds 0-2, 30,000 env steps each; the deterministic policy's coverage "
+              "of the four goals over 200 rollouts from the origin (a goal counts when at least 10 end there) and "
+              "its mean return over 10 episodes. T = 5 rows are the coverage table's runs at their 30k checkpoint.",
+              "", "| T | L_g | seeds | deterministic coverage per seed | mean | stochastic coverage (mean) | "
+              "deterministic return (mean +- std) |", "|---:|---|---:|---|---:|---:|---:|"]
+    series: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    for steps in FEW_STEPS:
+        for algo, label in FEW_STEPS_ALGOS.items():
+            runs = sorted(reports.get((algo, steps), []), key=lambda r: r["seed"])
+            if not runs:
+                lines.append(f"| {steps} | {label} | 0 | missing | | | |")
+                continue
+            det = np.array([r["multigoal"]["deterministic"]["coverage"] for r in runs], dtype=float)
+            sto = np.array([r["multigoal"]["stochastic"]["coverage"] for r in runs], dtype=float)
+            ret = np.array([r["returns"]["deterministic"]["mean"] for r in runs])
+            series.setdefault(label, []).append((steps, det, ret))
+            per_seed = ", ".join(f"{r['seed']}: {int(d)}/4" for r, d in zip(runs, det))
+            std = ret.std(ddof=1) if ret.size > 1 else math.nan
+            lines.append(f"| {steps} | {label} | {len(runs)} | {per_seed} | {det.mean():.1f} | {sto.mean():.1f} | "
+                         f"{mean_std_text(ret.mean(), std, ret.size, digits=0)} |")
+    figure = FIGURES / "results_few_steps.png"
+    _plot_few_steps(series, figure)
+    return lines + ["", f"![coverage and return against T](figures/{figure.name})", "",
+                    "Points are seeds; lines join the means over seeds.", ""]
+
+
+def _plot_few_steps(series: dict[str, list[tuple[int, np.ndarray, np.ndarray]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for offset, (label, points) in zip((-0.06, 0.06), series.items()):
+        for ax, index in zip(axes, (1, 2)):
+            steps = [p[0] for p in points]
+            means = [p[index].mean() for p in points]
+            line, = ax.plot(steps, means, marker="o", label=label)
+            for p in points:
+                ax.scatter(np.full(p[index].size, p[0] + offset), p[index], color=line.get_color(), alpha=0.4, s=14)
+    axes[0].set(xlabel="diffusion steps T", ylabel="goals reached (of 4)", title="deterministic coverage",
+                xticks=list(FEW_STEPS), ylim=(0, 4.3))
+    axes[1].set(xlabel="diffusion steps T", ylabel="return", title="deterministic return", xticks=list(FEW_STEPS))
+    axes[0].legend(fontsize=8)
+    fig.suptitle("MultiGoal, 30k env steps, seeds 0-2")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def replace_block(page: Path, begin: str, end: str, block: str) -> None:

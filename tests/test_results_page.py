@@ -1,5 +1,6 @@
 """results/build_page.py: docs/results.md's generated block from committed run files (fake ones here)."""
 
+import csv
 import dataclasses
 import importlib.util
 import json
@@ -138,3 +139,78 @@ def test_one_seed_reports_no_spread_and_no_comparison(page_builder):
     assert "| gaussian | 1 | 431 (one seed) | 0: 431 |" in text  # never "+- 0": one seed measures no spread
     assert "+- 0 |" not in text
     assert "Welch" not in text  # no interval from one seed per algorithm
+
+
+def _coverage_report(det_coverage, det_return, sto_coverage=4, env_steps=30_000):
+    def report(coverage):
+        counts = [50 if i < coverage else 0 for i in range(4)]
+        return {"counts": dict(zip(("right", "left", "up", "down"), counts)), "coverage": coverage}
+
+    return {"env_steps": env_steps, "returns": {"deterministic": {"mean": det_return}},
+            "multigoal": {"deterministic": report(det_coverage), "stochastic": report(sto_coverage)}}
+
+
+def _coverage_run(root, folder, config, report, name="eval.json"):
+    run = root / folder
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(config))
+    (run / name).write_text(json.dumps(report))
+
+
+def test_cost_table_and_return_per_cost(page_builder):
+    runs = page_builder.RESULTS / "hopper-100k" / "runs"
+    for seed in range(2):
+        finished_run(runs, "dacer2", seed, [10, 500, 800])
+        finished_run(runs, "gaussian", seed, [10, 50, 400])
+    cost_dir = page_builder.RESULTS / "algo-cost"
+    cost_dir.mkdir(parents=True)
+    common = dict(date="2026-12-03 22:57 UTC", device="cpu", device_name="Some CPU (2 cores)", commit="abc1234",
+                  suite="algo_cost", op="training update", mode="Hopper-v5", threads="1")
+    with open(cost_dir / "cpu-some.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*common, "backend", "median_ms", "note"])
+        writer.writeheader()
+        writer.writerow(dict(common, backend="dacer2", median_ms="50.0", note="T=5 eta=0.01 backend=fused rounds=30"))
+        writer.writerow(dict(common, backend="gaussian", median_ms="25.0", note="gaussian head rounds=30"))
+        writer.writerow(dict(common, backend="dacer", median_ms="80.0", note="T=20 eta=0 rounds=30"))
+    assert page_builder.main() == 0
+    text = page_builder.PAGE.read_text()
+    assert "One benchmark run on **Some CPU (2 cores)**" in text
+    assert "| Hopper-v5 | dacer | T=20 eta=0 | 80.0 | 1.60 |" in text
+    # final return 800 / cost 1 and 400 / cost 0.5; no dacer runs, so no dacer row in the return table
+    assert "| Hopper-v5 | dacer2 | 1.00 | 800 | 800 |" in text
+    assert "| Hopper-v5 | gaussian | 0.50 | 400 | 800 |" in text
+    assert "| Hopper-v5 | dacer | 1.60 |" not in text
+
+
+def test_multigoal_rows_in_order_with_the_dacer_comparison(page_builder):
+    for algo, coverages in (("gaussian", (1, 1)), ("dacer", (2, 3, 2)), ("dacer2", (4, 4, 3))):
+        for seed, coverage in enumerate(coverages):
+            _coverage_run(page_builder.MULTIGOAL_RUNS, f"{algo}__{seed}", {"algo": algo, "seed": seed},
+                          _coverage_report(coverage, -200.0 - seed, env_steps=60_000))
+    assert page_builder.main() == 0
+    text = page_builder.EVALUATION_PAGE.read_text()
+    table = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "60k" in line]
+    assert table == ["dacer2"] * 3 + ["dacer"] * 3 + ["gaussian"] * 2
+    assert "**dacer**: all four goals deterministically on 0 of 3 seeds; deterministic coverage 2-3 goals (mean 2.3)" in text
+    line = next(line for line in text.splitlines() if line.startswith("| dacer2 - dacer |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "+1.3" and cells[3] == "yes, dacer2 higher"  # 4,4,3 against 2,3,2 goals
+    assert cells[4] == "+0.0" and cells[6] == "no"  # the same returns seed for seed
+
+
+def test_few_steps_table_takes_t5_from_the_coverage_runs_30k_reports(page_builder):
+    few = page_builder.RESULTS / "few-steps" / "runs"
+    for algo, coverage in (("dacer2", 3), ("dacer2-no-qgrad", 1)):
+        for steps in (1, 2):
+            for seed in range(3):
+                _coverage_run(few, f"{algo}__T{steps}__{seed}", {"algo": algo, "seed": seed, "diffusion_steps": steps},
+                              _coverage_report(coverage, -250.0 - 10 * seed))
+        for seed in range(4):  # seed 3 of the coverage table is not part of the few-step comparison
+            _coverage_run(page_builder.MULTIGOAL_RUNS, f"{algo}__{seed}", {"algo": algo, "seed": seed, "diffusion_steps": 5},
+                          _coverage_report(4, -230.0), name="eval_30k.json")
+    assert page_builder.main() == 0
+    text = page_builder.PAGE.read_text()
+    assert "| 1 | with L_g (dacer2) | 3 | 0: 3/4, 1: 3/4, 2: 3/4 | 3.0 | 4.0 | -260 +- 10 |" in text
+    assert "| 2 | without L_g (dacer2-no-qgrad) | 3 | 0: 1/4, 1: 1/4, 2: 1/4 | 1.0 | 4.0 | -260 +- 10 |" in text
+    assert "| 5 | with L_g (dacer2) | 3 | 0: 4/4, 1: 4/4, 2: 4/4 | 4.0 | 4.0 | -230 +- 0 |" in text
+    assert (page_builder.FIGURES / "results_few_steps.png").stat().st_size > 10_000
