@@ -302,6 +302,8 @@ def _multigoal_reports(runs_root: Path, report_name: str = "eval.json") -> list[
 
 
 def _multigoal_cost(algo: str) -> str:
+    if algo == "dacer2":  # the base of the ratios
+        return ""
     for cost_run in load_cost_runs(RESULTS / "algo-cost"):
         cost = cost_run.costs.get((MULTIGOAL_ENV, algo))
         if cost:
