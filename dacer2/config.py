@@ -11,18 +11,21 @@ import json
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-Algo = Literal["dacer2", "dacer", "dacer2-no-weight", "dacer2-no-qgrad", "gaussian"]
-
 # algorithm.md §3/§5: DACER uses 20 steps and no Q-gradient loss; the ablations drop one DACER2 ingredient each.
+# An algo preset fills the fields the user left unset and wins over the env preset (eta = 0 beats an env's eta).
 ALGO_PRESETS: dict[str, dict] = {
-    "dacer2": dict(diffusion_steps=5, use_qgrad=True, temporal_weighting=True),
-    "dacer": dict(diffusion_steps=20, use_qgrad=False, temporal_weighting=False),
-    "dacer2-no-weight": dict(diffusion_steps=5, use_qgrad=True, temporal_weighting=False),
-    "dacer2-no-qgrad": dict(diffusion_steps=5, use_qgrad=False, temporal_weighting=True),
+    "dacer2": dict(diffusion_steps=5, temporal_weighting=True),
+    "dacer": dict(diffusion_steps=20, temporal_weighting=False, eta=0.0),
+    "dacer2-no-weight": dict(diffusion_steps=5, temporal_weighting=False),
+    "dacer2-no-qgrad": dict(diffusion_steps=5, temporal_weighting=True, eta=0.0),
     # The SAC-style baseline: the same agent with a Gaussian head in place of the chain (dacer2/baselines/gaussian_actor.py). No
     # chain steps, so no L_g; its actor has no fused kernels, so it always runs the reference path.
-    "gaussian": dict(diffusion_steps=5, use_qgrad=False, temporal_weighting=False),
+    "gaussian": dict(diffusion_steps=5, temporal_weighting=False, eta=0.0),
 }
+# Values an algorithm imposes whatever the user gave, because its policy cannot use any other (recorded in
+# config.json so the run says what its agent did).
+ALGO_FORCED: dict[str, dict] = {"gaussian": dict(eta=0.0, backend="reference")}
+Algo = Literal[tuple(ALGO_PRESETS)]  # type: ignore[valid-type]  # the CLI's choices are the preset dict's keys
 GAUSSIAN_ALGO = "gaussian"
 
 # Environment presets by env family (the id without its version: "Humanoid" never catches "HumanoidStandup").
@@ -53,8 +56,6 @@ ENV_PRESETS: dict[str, dict] = {
         critic_hidden=(64, 64, 64),
     ),
 }
-# Fields whose None means "take the preset's value" (the rest of the presets' keys have their own resolution).
-PRESET_FIELDS = ("total_steps", "actor_lr", "critic_lr", "alpha_every", "tau", "actor_hidden", "critic_hidden")
 
 
 def env_family(env_id: str) -> str:
@@ -198,22 +199,14 @@ class TrainConfig:
         algo = ALGO_PRESETS[self.algo]
         env = env_preset(self.env_id)
         cfg = dataclasses.replace(self)
-        if cfg.diffusion_steps is None:
-            cfg.diffusion_steps = algo["diffusion_steps"]
-        if cfg.temporal_weighting is None:
-            cfg.temporal_weighting = algo["temporal_weighting"]
-        if cfg.eta is None:
-            cfg.eta = env["eta"] if algo["use_qgrad"] else 0.0
-        if cfg.algo == GAUSSIAN_ALGO:  # recorded in config.json so the run says what its agent did
-            cfg.eta, cfg.backend = 0.0, "reference"
-        if cfg.noise_scale is None:
-            cfg.noise_scale = env["noise_scale"]
-        if cfg.target_every is None:
-            cfg.target_every = env.get("target_every", cfg.delay)
-        for name in PRESET_FIELDS:
-            if getattr(cfg, name) is None:
-                setattr(cfg, name, env[name])
-        if cfg.learning_starts is None:
+        for name, value in {**env, **algo}.items():
+            if name != "learning_starts" and getattr(cfg, name) is None:
+                setattr(cfg, name, value)
+        for name, value in ALGO_FORCED.get(cfg.algo, {}).items():
+            setattr(cfg, name, value)
+        if cfg.target_every is None:  # the papers move the targets with the policy
+            cfg.target_every = cfg.delay
+        if cfg.learning_starts is None:  # capped so that short runs still train
             cfg.learning_starts = max(min(env["learning_starts"], cfg.total_steps // 10), cfg.batch_size)
         cfg.validate()
         return cfg
@@ -255,3 +248,24 @@ class TrainConfig:
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+def check_presets(algo_presets: dict[str, dict], env_presets: dict[str, dict], forced: dict[str, dict]) -> None:
+    """Every preset key must name a TrainConfig field that a preset can fill (its default is None), so a typo or a
+    field with a fixed default (say reward_scale) fails here, at import, instead of being ignored silently."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for kind, presets in (("algo", algo_presets), ("env", env_presets)):
+        for preset, values in presets.items():
+            for key in values:
+                if key not in defaults:
+                    raise ValueError(f"{kind} preset {preset!r}: {key!r} is not a TrainConfig field")
+                if defaults[key] is not None:
+                    raise ValueError(f"{kind} preset {preset!r}: TrainConfig.{key} defaults to {defaults[key]!r}, "
+                                     "so a preset value would never apply; make its default None")
+    for algo, values in forced.items():
+        unknown = sorted(set(values) - set(defaults)) + ([algo] if algo not in algo_presets else [])
+        if unknown:
+            raise ValueError(f"forced values of algo {algo!r}: {unknown} name no TrainConfig field or algo preset")
+
+
+check_presets(ALGO_PRESETS, {"default": DEFAULT_ENV_PRESET, **ENV_PRESETS}, ALGO_FORCED)

@@ -61,3 +61,24 @@ def test_config_json_roundtrip():
     assert again == cfg
     with pytest.raises(ValueError, match="unknown config keys"):
         TrainConfig.from_dict({"no_such_option": 1})
+
+
+def test_a_preset_key_that_maps_to_nothing_fails_naming_it():
+    from dacer2.config import ALGO_FORCED, ALGO_PRESETS, ENV_PRESETS, check_presets
+
+    check_presets(ALGO_PRESETS, ENV_PRESETS, ALGO_FORCED)  # the shipped presets pass (config.py runs this at import)
+    with pytest.raises(ValueError, match="'learning_rate' is not a TrainConfig field"):
+        check_presets(ALGO_PRESETS, {**ENV_PRESETS, "Hopper": dict(learning_rate=3e-4)}, ALGO_FORCED)
+    # reward_scale is a field, but its default is a number: a preset value for it would never be applied.
+    with pytest.raises(ValueError, match="reward_scale defaults to 0.2"):
+        check_presets({**ALGO_PRESETS, "dacer": dict(reward_scale=1.0)}, ENV_PRESETS, ALGO_FORCED)
+    with pytest.raises(ValueError, match="name no TrainConfig field"):
+        check_presets(ALGO_PRESETS, ENV_PRESETS, {"gaussian": dict(etaa=0.0)})
+
+
+def test_algo_choices_are_the_preset_dict():
+    import typing
+
+    from dacer2.config import ALGO_PRESETS, Algo
+
+    assert typing.get_args(Algo) == tuple(ALGO_PRESETS)
