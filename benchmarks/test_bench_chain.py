@@ -2,7 +2,7 @@
 entropy estimate and the policy loss all run, so it dominates every figure downstream.
 
 Modes: sample = the executed action without autograd (agent.act: chain + alpha-noise, what acting and the
-critic targets run); fwd = the training forward that records the graph (agent.run_chain); bwd = backprop of
+critic targets run); fwd = the training forward that records the graph (agent.trace_chain); bwd = backprop of
 a fixed cotangent through all T steps to the actor weights, forward untimed; fwd+bwd = both.
 """
 
@@ -38,7 +38,7 @@ def test_chain(bench, case, mode):
         return
 
     def forward():
-        return agent.run_chain(obs).action
+        return agent.trace_chain(obs).action
 
     def backward(action):
         torch.autograd.backward(action, cot)

@@ -4,7 +4,8 @@ critic: the critic's own training pass on a replay batch: forward, backward to t
 the replay inputs), both. It has no fused kernel (it is three batched GEMMs per critic), so it has eager and
 compile rows only.
 critic_action_grad: q = min(mu_1, mu_2) and dq/da through frozen weights, what L_q and the Q-gradient field
-loss L_g need (agent.critic_value + autograd.grad); fused under backend="fused".
+loss L_g need (agent.action_grad: the fused critic op's own gradient, or autograd.grad of critic_value on
+the reference); fused under backend="fused".
 """
 
 import pytest
@@ -39,10 +40,7 @@ def test_critic_action_grad(bench, case):
     batch = bench.batch()
 
     def value_and_grad():
-        action = batch.action.detach().requires_grad_(True)
-        q = agent.critic_value(batch.obs, action, "min")
-        (g,) = torch.autograd.grad(q.sum(), action)
-        return q, g
+        return agent.action_grad(batch.obs, batch.action, "min")
 
     bench.run(
         value_and_grad, op="critic_action_grad", mode="fwd+bwd", flops=bench.flops("critic_action_grad", "fwd+bwd")

@@ -18,7 +18,7 @@ from torch import nn
 
 from dacer2.config import TrainConfig
 from dacer2.agent_backend import AgentBackend, ReferenceBackend
-from dacer2.diffusion import ChainOutput, DiffusionSchedule, ReverseChain, add_exploration_noise, temporal_weight
+from dacer2.diffusion import ChainTrace, DiffusionSchedule, ReverseChain, add_exploration_noise, temporal_weight
 from dacer2.entropy import estimate_entropy
 from dacer2.networks import NoisePredictor, TwinDistributionalCritic
 
@@ -77,9 +77,10 @@ class DACER2Agent(nn.Module):
         self.target_entropy = cfg.target_entropy_scale * action_dim
         self.register_buffer("sigma_running", torch.zeros(2))  # b_i of the critic loss
         self.register_buffer("entropy", torch.tensor(float("nan")))  # last H_hat
-        # Section 3: w(t), indexed by step t.
+        # Section 3: w(t), indexed by step t, and the same weights in the chain's visit order (t = T-1 first).
         w = temporal_weight(cfg.diffusion_steps, cfg.weight_c, cfg.weight_d, enabled=bool(cfg.temporal_weighting))
         self.register_buffer("step_weight", w.float())
+        self.register_buffer("visit_weight", w.float().flip(0), persistent=False)  # derived: not in checkpoints
         self.to(self.device)
 
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
@@ -106,11 +107,16 @@ class DACER2Agent(nn.Module):
     # ----------------------------------------------------------------------------------------------------
     # Section 1: acting.
     # ----------------------------------------------------------------------------------------------------
-    def run_chain(self, obs: torch.Tensor, chain_noise: bool = True) -> ChainOutput:
-        """The reverse chain for a batch of states; differentiable w.r.t. the actor's weights. The fused backend
-        records visited/eps only when a graph is being built (its eps are eps_theta(s, sg(x_t), t) under
-        qgrad_stop_gradient)."""
-        return self.compute.run_chain(obs, chain_noise)
+    def sample_chain(self, obs: torch.Tensor, chain_noise: bool = True) -> torch.Tensor:
+        """The reverse chain's output x_0 for a batch of states (differentiable w.r.t. the actor's weights when
+        grad mode is on)."""
+        return self.compute.sample(obs, chain_noise)
+
+    def trace_chain(self, obs: torch.Tensor, chain_noise: bool = True) -> ChainTrace:
+        """The reverse chain with every state it visited and the prediction there, stacked [T, B, A] in visit
+        order; differentiable w.r.t. the actor's weights (under qgrad_stop_gradient the fused backend's eps are
+        eps_theta(s, sg(x_t), t))."""
+        return self.compute.trace(obs, chain_noise)
 
     def explore(self, chain_action: torch.Tensor) -> torch.Tensor:
         """The executed action: chain output plus alpha-scaled noise (alpha is not trained by the actor)."""
@@ -128,7 +134,7 @@ class DACER2Agent(nn.Module):
     @torch.no_grad()
     def critic_targets(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """y (min of the target means) and the sampled target y_s of the critic with the lower mean."""
-        next_action = self.explore(self.run_chain(batch.next_obs).action)
+        next_action = self.explore(self.sample_chain(batch.next_obs))
         mu_next, sigma_next = self.critic_target(batch.next_obs, next_action)
         lower = mu_next.argmin(dim=0, keepdim=True)
         mu_low = mu_next.gather(0, lower)[0]
@@ -160,24 +166,26 @@ class DACER2Agent(nn.Module):
         Tests replace this method with a known Q; L_g then differentiates theirs."""
         return self.compute.critic_value(obs, action, which)
 
-    def qgrad_field_loss(self, obs: torch.Tensor, chain: ChainOutput) -> torch.Tensor:
+    def action_grad(self, obs: torch.Tensor, action: torch.Tensor, which: str = "min") -> torch.Tensor:
+        """g = d Q(s, a) / d a of critic_value at the stacked actions [T, B, A], as a plain tensor (the fused
+        critic op computes it in its forward pass; the reference differentiates critic_value)."""
+        return self.compute.action_grad(obs, action, which)
+
+    def qgrad_field_loss(self, obs: torch.Tensor, trace: ChainTrace) -> torch.Tensor:
         """L_g: at every visited (x_t, t), supervise eps_theta with u_t = -w(t) g_hat_t, g_t = grad_a Q(s, sg(x_t))."""
-        visited = torch.stack(chain.visited).detach().requires_grad_(True)  # [T, B, A], first row is x_{T-1}
-        q = self.critic_value(obs, visited, self.cfg.qgrad_critic)
-        (grad_q,) = torch.autograd.grad(q.sum(), visited)
-        weight = self.step_weight[torch.tensor(chain.steps, device=obs.device)]
+        grad_q = self.action_grad(obs, trace.visited.detach(), self.cfg.qgrad_critic)
         # eps_theta(s, sg(x_t), t) under qgrad_stop_gradient: the chain's eps values, no gradient into x_t.
-        eps = self.compute.qgrad_eps(obs, chain)
-        return self.compute.qgrad_loss(eps, grad_q, weight)
+        eps = self.compute.qgrad_eps(obs, trace)
+        return self.compute.qgrad_loss(eps, grad_q, self.visit_weight)
 
     def policy_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        chain = self.run_chain(obs)
-        action = self.explore(chain.action)
+        trace = self.trace_chain(obs)
+        action = self.explore(trace.action)
         loss_q = -self.critic_value(obs, action, "min").mean()
         metrics = {"policy_loss_q": loss_q.detach()}
         loss = loss_q
         if self.cfg.eta > 0:
-            loss_g = self.qgrad_field_loss(obs, chain)
+            loss_g = self.qgrad_field_loss(obs, trace)
             loss = loss + self.cfg.eta * loss_g
             metrics["policy_loss_g"] = loss_g.detach()
         return loss, metrics
@@ -190,7 +198,7 @@ class DACER2Agent(nn.Module):
         """H_hat: mean over states of the GMM upper-bound entropy of K executed actions per state."""
         n, k = obs.shape[0], self.cfg.entropy_samples
         obs_rep = obs.repeat_interleave(k, dim=0)
-        actions = self.explore(self.run_chain(obs_rep).action).view(n, k, self.action_dim)
+        actions = self.explore(self.sample_chain(obs_rep)).view(n, k, self.action_dim)
         return estimate_entropy(actions, n_components=self.cfg.gmm_components).mean()
 
     def refits_entropy_next(self) -> bool:

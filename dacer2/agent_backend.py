@@ -1,8 +1,9 @@
 """The seam between DACER2Agent's algorithm and its arithmetic: the few computations a backend supplies, and the
 plain-PyTorch backend that defines them.
 
-The agent (dacer2/agent.py) asks its backend for the reverse chain, for acting, for the critic's value (whose
-autograd gradient is the action-gradient L_g needs) and for L_g's pieces; everything else it computes itself.
+The agent (dacer2/agent.py) asks its backend for the reverse chain (a sample, or a trace with every visited state),
+for acting, for the critic's value and its action-gradient, and for L_g's pieces; everything else it computes
+itself.
 `ReferenceBackend` below is the definition; `dacer2.ops.agent_backend.FusedBackend` runs the same computations
 through the dacer2:: ops and is tested against it. A backend is handed the modules and settings it needs when it
 is built and never reads the agent.
@@ -14,7 +15,7 @@ from typing import Protocol
 
 import torch
 
-from dacer2.diffusion import ChainOutput, ReverseChain, add_exploration_noise
+from dacer2.diffusion import ChainTrace, ReverseChain, add_exploration_noise
 from dacer2.networks import NoisePredictor, TwinDistributionalCritic, twin_value
 from dacer2.qgrad import qgrad_loss
 
@@ -25,14 +26,22 @@ class AgentBackend(Protocol):
     def act(self, obs: torch.Tensor, chain_noise: bool, explore: bool) -> torch.Tensor:
         """Actions for a batch of states, never recording a graph; `explore` adds the alpha-noise."""
 
-    def run_chain(self, obs: torch.Tensor, chain_noise: bool) -> ChainOutput:
-        """The reverse chain, differentiable w.r.t. the actor's weights when grad mode is on."""
+    def sample(self, obs: torch.Tensor, chain_noise: bool) -> torch.Tensor:
+        """The chain's output x_0 [B, A] (no exploration noise); differentiable w.r.t. the actor's weights when
+        grad mode is on."""
+
+    def trace(self, obs: torch.Tensor, chain_noise: bool) -> ChainTrace:
+        """The chain with every visited state and prediction, differentiable w.r.t. the actor's weights."""
 
     def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
         """A scalar Q per action through frozen critic weights, differentiable w.r.t. the action. obs [B, S];
-        action [B, A], or a stack [T, B, A] of actions for the same states (L_g's visited x_t)."""
+        action [B, A], or a stack [T, B, A] of actions for the same states."""
 
-    def qgrad_eps(self, obs: torch.Tensor, chain: ChainOutput) -> torch.Tensor:
+    def action_grad(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
+        """d Q / d action of critic_value at action [B, A] or at stacked actions [T, B, A] (L_g's visited x_t), as
+        a plain tensor of the same shape: no graph to or from it."""
+
+    def qgrad_eps(self, obs: torch.Tensor, trace: ChainTrace) -> torch.Tensor:
         """[T, B, A]: the denoiser's prediction at every state the chain visited, as L_g supervises it."""
 
     def qgrad_loss(self, eps: torch.Tensor, grad_q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -49,7 +58,7 @@ class ReferenceBackend:
         self.noise_scale = noise_scale
         self.qgrad_stop_gradient = qgrad_stop_gradient
 
-    def run_chain(self, obs: torch.Tensor, chain_noise: bool) -> ChainOutput:
+    def trace(self, obs: torch.Tensor, chain_noise: bool) -> ChainTrace:
         step_emb = self.actor.step_embeddings(self.chain.num_steps)  # once per chain, not once per step
 
         def denoise(s: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
@@ -57,9 +66,12 @@ class ReferenceBackend:
 
         return self.chain.sample(denoise, obs, self.actor.action_dim, self.generator, chain_noise=chain_noise)
 
+    def sample(self, obs: torch.Tensor, chain_noise: bool) -> torch.Tensor:
+        return self.trace(obs, chain_noise).action
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, chain_noise: bool, explore: bool) -> torch.Tensor:
-        action = self.run_chain(obs, chain_noise).action
+        action = self.sample(obs, chain_noise)
         if explore:
             action = add_exploration_noise(action, self.log_alpha.exp(), self.noise_scale, self.generator)
         return action
@@ -72,18 +84,22 @@ class ReferenceBackend:
         mu, _ = self.critic(obs, action, detach_params=True)
         return twin_value(mu, which).view(lead)
 
-    def qgrad_eps(self, obs: torch.Tensor, chain: ChainOutput) -> torch.Tensor:
+    def action_grad(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
+        with torch.enable_grad():
+            probe = action.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.critic_value(obs, probe, which).sum(), probe)
+        return grad
+
+    def qgrad_eps(self, obs: torch.Tensor, trace: ChainTrace) -> torch.Tensor:
         if not self.qgrad_stop_gradient:
-            return torch.stack(chain.eps)
+            return trace.eps
         # eps_theta(s, sg(x_t), t): the chain's own eps values, but no gradient into x_t. One pass over all
-        # T * B rows, each with its step's embedding.
-        T, (B, S) = len(chain.steps), obs.shape
-        visited = torch.stack(chain.visited).detach()
-        steps = torch.tensor(chain.steps, device=obs.device)
-        step_emb = self.actor.step_embeddings(self.chain.num_steps)[steps]  # [T, E]
+        # T * B rows, each with its step's embedding (rows in visit order: t = T-1 first).
+        T, (B, S) = trace.visited.shape[0], obs.shape
+        step_emb = self.actor.step_embeddings(self.chain.num_steps).flip(0)  # [T, E], visit order
         emb_all = step_emb[:, None, :].expand(T, B, -1).reshape(T * B, -1)
         obs_all = obs.expand(T, B, S).reshape(T * B, S)
-        return self.actor(obs_all, visited.reshape(T * B, -1), emb_all).view(T, B, -1)
+        return self.actor(obs_all, trace.visited.detach().reshape(T * B, -1), emb_all).view(T, B, -1)
 
     def qgrad_loss(self, eps: torch.Tensor, grad_q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return qgrad_loss(eps, grad_q, weight)

@@ -68,18 +68,22 @@ def temporal_weight(num_steps: int, c: float = 0.4, d: float = -1.8, enabled: bo
     return torch.exp(c * (t + 1) + d)
 
 
-@dataclass
-class ChainOutput:
-    """What one pass of the reverse chain produced.
+class ChainTrace(NamedTuple):
+    """One pass of the reverse chain with every state it visited, for the Q-gradient field loss.
 
-    `visited[k]` is the chain state fed to the denoiser at step `steps[k]` (so visited[0] is the initial noise
-    x_{T-1}); `eps[k]` is the denoiser's prediction there. `action` is the final, unclipped-by-noise sample x.
+    Rows are in visit order, t = T-1 (noisiest) down to 0: `visited[k]` [B, A] is the state fed to the denoiser at
+    step T-1-k (visited[0] is the initial noise x_{T-1}) and `eps[k]` its prediction there. `action` [B, A] is the
+    chain's output x_0, before the exploration noise.
     """
 
     action: torch.Tensor
-    visited: list[torch.Tensor]
-    eps: list[torch.Tensor]
-    steps: list[int]
+    visited: torch.Tensor  # [T, B, A]
+    eps: torch.Tensor  # [T, B, A]
+
+    @property
+    def steps(self) -> list[int]:
+        """The step index t of each row."""
+        return list(reversed(range(self.visited.shape[0])))
 
 
 class ChainCoefficients(NamedTuple):
@@ -141,21 +145,20 @@ class ReverseChain:
         generator: torch.Generator | None = None,
         chain_noise: bool = True,
         noise: torch.Tensor | None = None,
-    ) -> ChainOutput:
+    ) -> ChainTrace:
         """Run all T steps. `chain_noise=False` zeroes the per-step posterior noise (a deterministic chain
         from fixed initial noise). `noise` [>= T, B, A] (draw_chain_noise's layout) supplies all of it; else it is
         drawn from `generator` step by step."""
         if noise is None:
             noise = draw_chain_noise(self.num_steps, obs, action_dim, generator, chain_noise=chain_noise)
         x = noise[0]
-        visited, eps_seen, steps = [], [], []
+        visited, eps_seen = [], []
         for k, t in enumerate(reversed(range(self.num_steps))):
             eps = denoiser(obs, x, t)
             visited.append(x)
             eps_seen.append(eps)
-            steps.append(t)
             x = self.step(x, eps, t, noise[k + 1] if chain_noise and t > 0 else None)
-        return ChainOutput(action=x, visited=visited, eps=eps_seen, steps=steps)
+        return ChainTrace(action=x, visited=torch.stack(visited), eps=torch.stack(eps_seen))
 
 
 def draw_chain_noise(

@@ -60,7 +60,7 @@ def test_critic_targets_on_hand_computed_batch():
     # The sampled target uses the critic with the lower mean (critic 1, 2, 1 here): mu_low + sigma_low z, z
     # clipped to [-3, 3], drawn after the next action's chain and exploration noise.
     agent.generator.manual_seed(123)
-    agent.explore(agent.run_chain(batch.next_obs).action)
+    agent.explore(agent.sample_chain(batch.next_obs))
     z = torch.randn(3, generator=agent.generator).clamp(-3, 3)
     expected = torch.tensor([0.2, 0.4, 0.6]) + torch.tensor([0.99, 0.0, 0.99]) * (
         torch.tensor([1.0, 4.0, -2.0]) + torch.tensor([0.5, 2.0, 2.0]) * z)
@@ -86,7 +86,7 @@ def test_policy_loss_gradient_reaches_every_denoising_step():
 def test_qgrad_loss_value_matches_definition():
     agent = small_agent(eta=1.0)
     obs = random_batch().obs
-    chain = agent.run_chain(obs)
+    chain = agent.trace_chain(obs)
     loss = agent.qgrad_field_loss(obs, chain)
     terms = []
     for x, eps, t in zip(chain.visited, chain.eps, chain.steps):
@@ -122,7 +122,7 @@ def test_qgrad_stop_gradient_switch(backend):
     grads = {}
     for stop in (True, False):
         agent = small_agent(eta=1.0, qgrad_stop_gradient=stop, backend=backend)
-        chain = agent.run_chain(obs)
+        chain = agent.trace_chain(obs)
         params = list(agent.actor.parameters())
         grads[stop] = torch.autograd.grad(agent.qgrad_field_loss(obs, chain), params)
         oracle = torch.autograd.grad(qgrad_loss_with_stopped_inputs(agent, obs, chain), params)

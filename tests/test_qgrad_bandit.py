@@ -19,11 +19,16 @@ def known_q(obs, action, which="min"):
     return -((action - PEAK) ** 2).sum(-1)
 
 
+def known_q_grad(obs, action, which="min"):
+    return -2.0 * (action - PEAK)
+
+
 def train_on_bandit(eta: float, steps: int = 200) -> DACER2Agent:
     cfg = TrainConfig(actor_hidden=(64, 64), critic_hidden=(8,), eta=eta, actor_lr=1e-3, initial_alpha=0.1).resolved()
     torch.manual_seed(0)
     agent = DACER2Agent(1, 2, cfg)
-    agent.critic_value = known_q
+    agent.critic_value = known_q  # L_q's value
+    agent.action_grad = known_q_grad  # L_g's g_t
     obs = torch.zeros(256, 1)
     for _ in range(steps):
         loss, _ = agent.policy_loss(obs)
@@ -35,7 +40,7 @@ def train_on_bandit(eta: float, steps: int = 200) -> DACER2Agent:
 
 def field_alignment(agent: DACER2Agent) -> tuple[list[float], list[float]]:
     """Per step: mean cosine between eps and u_t, and median ||eps|| / ||u_t||."""
-    chain = agent.run_chain(torch.zeros(256, 1))
+    chain = agent.trace_chain(torch.zeros(256, 1))
     cosines, ratios = [], []
     for x, eps, t in zip(chain.visited, chain.eps, chain.steps):
         grad = PEAK - x  # grad_a Q at a = x

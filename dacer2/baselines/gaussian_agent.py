@@ -9,7 +9,7 @@ import torch
 
 from dacer2.agent import DACER2Agent
 from dacer2.config import GAUSSIAN_ALGO, TrainConfig
-from dacer2.diffusion import ChainOutput
+from dacer2.diffusion import ChainTrace
 from dacer2.baselines.gaussian_actor import POLICY_FAMILY, GaussianActor
 
 
@@ -27,14 +27,19 @@ class GaussianAgent(DACER2Agent):
         self.actor = GaussianActor(obs_dim, action_dim, config.actor_hidden, config.activation).to(self.device)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
 
-    def run_chain(self, obs: torch.Tensor, chain_noise: bool = True) -> ChainOutput:
-        # The inherited critic targets, policy loss and entropy estimate all call run_chain; here it samples the
+    def sample_chain(self, obs: torch.Tensor, chain_noise: bool = True) -> torch.Tensor:
+        # The inherited critic targets, policy loss and entropy estimate sample the policy through here: the
         # Gaussian (chain_noise=False means "no sampling noise", i.e. the mean).
-        action = self.actor.sample(obs, self.generator, deterministic=not chain_noise)
-        return ChainOutput(action=action, visited=[], eps=[], steps=[])
+        return self.actor.sample(obs, self.generator, deterministic=not chain_noise)
+
+    def trace_chain(self, obs: torch.Tensor, chain_noise: bool = True) -> ChainTrace:
+        # No chain steps to visit (eta is 0, so L_g never reads them).
+        action = self.sample_chain(obs, chain_noise)
+        empty = action.new_empty(0, *action.shape)
+        return ChainTrace(action=action, visited=empty, eps=empty)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         if deterministic:  # the mean, whatever deterministic_chain_noise says: that switch is about the chain
             return self.actor.sample(obs, None, deterministic=True)
-        return self.explore(self.run_chain(obs).action)
+        return self.explore(self.sample_chain(obs))

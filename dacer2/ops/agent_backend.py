@@ -4,7 +4,8 @@ Noise: acting (`act`) draws its noise inside the op from this object's rng tenso
 refilled from the agent's torch.Generator each call (so acting is reproducible from the generator state that
 checkpoints save, though not the same numbers as the reference's torch.randn). Every other chain (critic targets,
 entropy estimate, policy loss) draws its noise with draw_chain_noise, as the reference chain does, and injects it,
-so a fused update equals a reference update with the same seed up to float rounding.
+so a fused update equals a reference update with the same seed up to float rounding. The op's stacked [T, B, A]
+outputs go to the agent as they are.
 
 Where an op cannot serve, the reference backend it wraps does: the chain whose eps must keep their gradient into
 x_t (qgrad_stop_gradient off), and a critic value whose obs requires grad (the op gives obs no gradient).
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from dacer2.agent_backend import ReferenceBackend
-from dacer2.diffusion import ChainOutput, draw_chain_noise
+from dacer2.diffusion import ChainTrace, draw_chain_noise
 from dacer2.ops import CRITIC_MODES, new_rng_state, ops
 from dacer2.ops.packing import PackCache, critic_dims, pack_critic, pack_denoiser, schedule_tensor
 
@@ -93,28 +94,30 @@ class FusedBackend:
         return self._sample(obs.contiguous(), packed, dims, sched, alpha_scale, self.rng, None, chain_noise, explore)
 
     # ---- chains with generator noise ------------------------------------------------------------------------
-    def run_chain(self, obs: torch.Tensor, chain_noise: bool) -> ChainOutput:
-        T, A = self.T, self.actor.action_dim
+    def sample(self, obs: torch.Tensor, chain_noise: bool) -> torch.Tensor:
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.actor.parameters()):
+            return self.trace(obs, chain_noise).action
+        # No graph wanted (critic targets, entropy estimate): the acting op, with injected noise. It keeps no
+        # visited states (they would cost T B H memory for the 51,200-row entropy batch).
         obs = obs.contiguous()
-        if not (torch.is_grad_enabled() and any(p.requires_grad for p in self.actor.parameters())):
-            # No graph wanted (critic targets, entropy estimate): the acting op, with injected noise. It keeps
-            # no visited states (they would cost T B H memory for the 51,200-row entropy batch).
-            packed, dims = self.actor_cache.get()
-            noise = draw_chain_noise(T, obs, A, self.generator, chain_noise=chain_noise, exploration_row=True)
-            action = ops.sample_chain(obs, packed, dims, self.sched(obs.dtype, obs.device), self.alpha_scale(),
-                                      self.rng, noise, chain_noise, False)
-            return ChainOutput(action=action, visited=[], eps=[], steps=[])
+        packed, dims = self.actor_cache.get()
+        noise = draw_chain_noise(self.T, obs, self.actor.action_dim, self.generator, chain_noise=chain_noise,
+                                 exploration_row=True)
+        return ops.sample_chain(obs, packed, dims, self.sched(obs.dtype, obs.device), self.alpha_scale(), self.rng,
+                                noise, chain_noise, False)
+
+    def trace(self, obs: torch.Tensor, chain_noise: bool) -> ChainTrace:
         if not self.reference.qgrad_stop_gradient:
             # L_g through the chain's own x_t: keep every intermediate x_t a node of the autograd graph (callers
             # may differentiate w.r.t. them), so use the module chain; L_g's pieces stay fused.
-            return self.reference.run_chain(obs, chain_noise)
-        packed, dims = pack_denoiser(self.actor, T)
-        noise = draw_chain_noise(T, obs, A, self.generator, chain_noise=chain_noise)
+            return self.reference.trace(obs, chain_noise)
+        obs = obs.contiguous()
+        packed, dims = pack_denoiser(self.actor, self.T)
+        noise = draw_chain_noise(self.T, obs, self.actor.action_dim, self.generator, chain_noise=chain_noise)
         action, visited, eps, _, _ = ops.chain_forward(obs, packed, dims, self.sched(obs.dtype, obs.device), noise,
                                                        True)
         # eps[k] = eps_theta(s, sg(x_t), t): its gradient reaches the weights and obs, not x_t.
-        return ChainOutput(action=action, visited=list(visited.unbind(0)), eps=list(eps.unbind(0)),
-                           steps=list(reversed(range(T))))
+        return ChainTrace(action=action, visited=visited, eps=eps)
 
     # ---- critic and L_g ------------------------------------------------------------------------------------
     def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
@@ -123,10 +126,18 @@ class FusedBackend:
         packed = self.critic_cache.get()
         return _CriticValue.apply(obs.contiguous(), action.contiguous(), packed, self.critic_dims, CRITIC_MODES[which])
 
-    def qgrad_eps(self, obs: torch.Tensor, chain: ChainOutput) -> torch.Tensor:
-        # run_chain's eps already are what L_g supervises: chain_forward made them at sg(x_t) under
+    def action_grad(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
+        # The op computes q and d q / d action in one pass; the gradient is all L_g needs.
+        single = action.dim() == 2
+        stacked = action.detach().unsqueeze(0) if single else action.detach()
+        _, grad = ops.critic_action_grad(obs.contiguous(), stacked.contiguous(), self.critic_cache.get(),
+                                         self.critic_dims, CRITIC_MODES[which])
+        return grad[0] if single else grad
+
+    def qgrad_eps(self, obs: torch.Tensor, trace: ChainTrace) -> torch.Tensor:
+        # trace's eps already are what L_g supervises: chain_forward made them at sg(x_t) under
         # qgrad_stop_gradient, and the module chain's own are wanted otherwise.
-        return torch.stack(chain.eps)
+        return trace.eps
 
     def qgrad_loss(self, eps: torch.Tensor, grad_q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return ops.qgrad_loss(eps, grad_q.contiguous(), weight.to(eps.dtype).contiguous())

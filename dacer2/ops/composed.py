@@ -86,7 +86,7 @@ def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad):
         return torch.addmm(bo, h, wo)
 
     out = ReverseChain.from_coefficients(sched).sample(denoise_saving, obs, A, noise=noise)
-    return out.action, torch.stack(out.visited), torch.stack(out.eps), saved_h, saved_d
+    return out.action, out.visited, out.eps, saved_h, saved_d
 
 
 def chain_backward(grad_action, grad_visited, grad_eps, obs, packed, dims, sched, noise, visited, eps, saved_h,

@@ -109,7 +109,7 @@ def _chain(obs, packed, dims, sched, noise, eps_stop_grad, save=None):
         return eps
 
     out = ReverseChain.from_coefficients(sched).sample(denoiser, obs, dims[1], noise=noise)
-    return out.action, torch.stack(out.visited), torch.stack(eps_sg if eps_stop_grad else out.eps)
+    return out.action, out.visited, torch.stack(eps_sg) if eps_stop_grad else out.eps
 
 
 def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad):
