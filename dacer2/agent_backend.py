@@ -15,7 +15,8 @@ from typing import Protocol
 
 import torch
 
-from dacer2.diffusion import ChainTrace, ReverseChain, add_exploration_noise
+from dacer2.acting import act_reference
+from dacer2.diffusion import ChainTrace, ReverseChain
 from dacer2.networks import NoisePredictor, TwinDistributionalCritic, twin_value
 from dacer2.qgrad import qgrad_loss
 
@@ -71,10 +72,8 @@ class ReferenceBackend:
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, chain_noise: bool, explore: bool) -> torch.Tensor:
-        action = self.sample(obs, chain_noise)
-        if explore:
-            action = add_exploration_noise(action, self.log_alpha.exp(), self.noise_scale, self.generator)
-        return action
+        return act_reference(self.actor, self.chain, obs, self.log_alpha.exp() * self.noise_scale, self.generator,
+                             chain_noise, explore)
 
     def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
         lead = action.shape[:-1]

@@ -163,27 +163,23 @@ class ReverseChain:
 
 def draw_chain_noise(
     num_steps: int, obs: torch.Tensor, action_dim: int, generator: torch.Generator | None = None, *,
-    chain_noise: bool = True, exploration_row: bool = False, one_draw: bool = False,
+    chain_noise: bool = True, exploration_row: bool = False, draw_exploration: bool = False,
 ) -> torch.Tensor:
     """Every random number of one pass of the chain for the states `obs`, as a block [T, B, A] in the op's dtype
     and device: row 0 is the initial sample x_{T-1}, row k the posterior noise z of step T-1-k, and with
     `exploration_row` a row T for the executed action's xi. The fused ops and an exported file take this layout.
 
-    Two draw orders, both load-bearing (seeded runs, checkpoints and exported files reproduce them):
-    - step by step (the default): the rows in the order the chain consumes them, one draw each, leaving zero the
-      rows that `chain_noise=False` switches off and the exploration row (the training agent draws its xi after
-      the chain, in add_exploration_noise). Both agent backends draw this way, so a fused update consumes the
-      generator exactly as a reference update does.
-    - `one_draw`: the whole block in a single draw, every row drawn: the deployable Policy's, so a Policy and its
-      exported file give the same action for the same seed.
+    The rows are drawn one by one in the order the chain consumes them, and only those that are used: the chain
+    rows that `chain_noise=False` switches off stay zero, and so does the exploration row unless
+    `draw_exploration` (drawn last, as the training agent draws its xi after the chain). Seeded runs, checkpoints
+    and both agent backends reproduce this order (dacer2/acting.py).
     """
     rows = num_steps + int(exploration_row)
-    shape = (rows, obs.shape[0], action_dim)
-    if one_draw:
-        return torch.randn(shape, device=obs.device, dtype=obs.dtype, generator=generator)
-    noise = obs.new_zeros(shape)
+    noise = obs.new_zeros((rows, obs.shape[0], action_dim))
     for k in range(num_steps if chain_noise else 1):
         noise[k].normal_(generator=generator)  # the same numbers torch.randn(B, A) would draw here
+    if exploration_row and draw_exploration:
+        noise[num_steps].normal_(generator=generator)
     return noise
 
 

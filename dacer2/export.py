@@ -8,9 +8,10 @@ rescaling to the env's action bounds:
 
 `noise` is explicit so the caller owns the randomness (and a robot's control loop stays deterministic when it
 wants to): row 0 is the chain's initial sample x_{T-1}, rows 1..T-1 the chain noise of steps T-1..1, row T the
-exploration noise. Draw all rows from N(0, 1) to act like `Policy.act(obs, deterministic=False)`; set row T to
-zero for `deterministic=True` (which keeps the chain noise, as training's evaluation does); set rows 1..T to zero
-as well for a fully deterministic chain. For the same noise rows the file returns Policy.act's action.
+exploration noise, the reference backend's layout (dacer2/acting.py). Draw all rows from N(0, 1) to act like
+`Policy.act(obs, deterministic=False)`; set row T to zero for `deterministic=True` (which keeps the chain noise, as
+training's evaluation does); set rows 1..T to zero as well for a fully deterministic chain. Drawn row by row from
+a generator with the reference Policy's seed, the rows give that Policy's action.
 
     dacer2-export runs/InvertedPendulum-v5__dacer2__0 --out policy.onnx
 
@@ -26,15 +27,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from dacer2.diffusion import ReverseChain, add_exploration_noise
+from dacer2.acting import act_from_noise
+from dacer2.diffusion import ReverseChain
 from dacer2.networks import NoisePredictor
 
 ONNX_OPSET = 18  # the first opset with a Mish operator
 
 
 class UnrolledPolicy(nn.Module):
-    """The acting computation with explicit noise: ReverseChain.sample, then clip(x + alpha k xi) and the
-    rescaling to [low, high]. The step embeddings and alpha are constants of the exported graph."""
+    """The acting computation with explicit noise (dacer2.acting.act_from_noise, as every reference-backend action),
+    then the rescaling to [low, high]. The step embeddings and alpha are constants of the exported graph."""
 
     def __init__(self, actor: NoisePredictor, chain: ReverseChain, alpha_scale: float, low: np.ndarray,
                  high: np.ndarray):
@@ -47,10 +49,7 @@ class UnrolledPolicy(nn.Module):
         self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
 
     def forward(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        T = self.chain.num_steps
-        x = self.chain.sample(lambda s, x, t: self.actor(s, x, self.step_emb[t]), obs, self.actor.action_dim,
-                              noise=noise[:T]).action
-        action = add_exploration_noise(x, self.alpha_scale, 1.0, xi=noise[T])
+        action = act_from_noise(self.actor, self.chain, obs, noise, self.alpha_scale, step_emb=self.step_emb)
         return self.low + (action + 1.0) * 0.5 * (self.high - self.low)
 
 

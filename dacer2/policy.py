@@ -5,10 +5,9 @@ Only what acting needs is built and loaded: the actor, the diffusion chain (fixe
 critics, replay buffer or optimisers, so a checkpoint's training state is never materialised as modules.
 
 Randomness comes from `policy.generator` (a torch.Generator seeded by `Policy.load(..., seed=...)` or
-`policy.seed(...)`). Each call draws all its noise as one block [T + 1, B, A] (dacer2.policy_backends.acting_noise:
-initial sample, chain noise, exploration noise), the layout of a dacer2-export file's `noise` input, so both policy
-backends and the exported file return the same action for the same seed. The training agent draws its acting
-noise differently (per step, or inside the fused op), so a Policy matches it in distribution, not draw for draw.
+`policy.seed(...)`), drawn in the backend's noise layout, the training agent's (dacer2/acting.py): with the same
+seed and backend, `Policy.act` returns the actions `agent.act` returns. The reference layout is that of a
+dacer2-export file's `noise` input; the fused backend draws in-op, so the two backends agree in distribution.
 """
 
 from __future__ import annotations

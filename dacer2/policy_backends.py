@@ -1,12 +1,12 @@
 """Inference backends of the deployable Policy: each turns a batch of float32 states into actions in [-1, 1].
 
-* `reference`: plain PyTorch, the same code path as DACER2Agent's reference backend.
+* `reference`: plain PyTorch, dacer2.acting.act_reference, which DACER2Agent's reference backend acts through.
 * `fused`: the dacer2:: `sample_chain` op (C++ on CPU, Triton on CUDA; see dacer2/ops), the whole chain in one
-  call.
+  call, through dacer2.acting.act_fused as DACER2Agent's fused backend.
 
-Both draw every random number of a call in one block from the Policy's torch.Generator (`acting_noise`) and feed
-the same rows to the same computation, so they give the same actions for the same generator state (up to float
-rounding): switching backend never changes a deployed policy's behaviour.
+Each draws its noise from the Policy's torch.Generator in its backend's layout (dacer2/acting.py), the training
+agent's, so a Policy and the agent it was trained as give the same actions for the same generator state on the
+same backend. The two backends agree in distribution, not draw for draw.
 
 `select_backend` resolves "auto" exactly as training does (dacer2.ops.resolve_backend: env DACER2_BACKEND, else
 fused where kernels exist and the activation is mish); the Gaussian comparison policy always runs the reference.
@@ -17,19 +17,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dacer2.diffusion import ReverseChain, add_exploration_noise, draw_chain_noise
+from dacer2.acting import act_fused, act_reference
+from dacer2.diffusion import ReverseChain, add_exploration_noise
 from dacer2.baselines.gaussian_actor import GaussianActor
 from dacer2.networks import NoisePredictor
 
 
-def acting_noise(T: int, obs: torch.Tensor, action_dim: int, generator: torch.Generator) -> torch.Tensor:
-    """Every random number of one diffusion-policy action, [T + 1, B, A] in draw_chain_noise's layout (the `noise`
-    input of a dacer2-export ONNX file), drawn in one block, so a Policy and its exported file agree for a seed."""
-    return draw_chain_noise(T, obs, action_dim, generator, exploration_row=True, one_draw=True)
-
-
 class ReferenceDiffusion(nn.Module):
-    """The reverse chain plus the executed action's alpha-noise in plain PyTorch, from one block of noise."""
+    """The reverse chain plus the executed action's alpha-noise in plain PyTorch."""
 
     def __init__(self, actor: NoisePredictor, chain: ReverseChain, log_alpha: torch.Tensor, noise_scale: float,
                  deterministic_chain_noise: bool):
@@ -41,17 +36,9 @@ class ReferenceDiffusion(nn.Module):
 
     @torch.no_grad()
     def forward(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator) -> torch.Tensor:
-        step_emb = self.actor.step_embeddings(self.chain.num_steps)  # once per call, not once per step
-
-        def denoise(s: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
-            return self.actor(s, x, step_emb[t])
-
-        noise = acting_noise(self.chain.num_steps, obs, self.actor.action_dim, generator)
         chain_noise = self.deterministic_chain_noise if deterministic else True
-        action = self.chain.sample(denoise, obs, self.actor.action_dim, chain_noise=chain_noise, noise=noise).action
-        if deterministic:
-            return action
-        return add_exploration_noise(action, self.log_alpha.exp(), self.noise_scale, xi=noise[-1])
+        return act_reference(self.actor, self.chain, obs, self.log_alpha.exp() * self.noise_scale, generator,
+                             chain_noise, explore=not deterministic)
 
 
 class ReferenceGaussian(nn.Module):
@@ -72,7 +59,7 @@ class ReferenceGaussian(nn.Module):
 
 
 class FusedDiffusion(nn.Module):
-    """The diffusion policy through the fused `dacer2::sample_chain` op, with generator-drawn injected noise."""
+    """The diffusion policy through the fused `dacer2::sample_chain` op, drawing its noise in-op."""
 
     def __init__(self, reference: ReferenceDiffusion):
         super().__init__()
@@ -86,7 +73,7 @@ class FusedDiffusion(nn.Module):
         self.register_buffer("packed", packed.detach().contiguous())
         self.register_buffer("sched", schedule_tensor(chain, torch.float32, device))
         self.register_buffer("alpha_scale", (reference.log_alpha.exp() * reference.noise_scale).detach())
-        self.register_buffer("rng", new_rng_state(0, device))  # unused: the noise is always injected
+        self.register_buffer("rng", new_rng_state(0, device))  # refilled from the generator on every call
         self.dims = list(dims)
         self.num_steps, self.action_dim = chain.num_steps, actor.action_dim
         self.deterministic_chain_noise = reference.deterministic_chain_noise
@@ -95,10 +82,8 @@ class FusedDiffusion(nn.Module):
     @torch.no_grad()
     def forward(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator) -> torch.Tensor:
         chain_noise = self.deterministic_chain_noise if deterministic else True
-        noise = acting_noise(self.num_steps, obs, self.action_dim, generator)
-        # The op reads the chain-noise rows only when chain_noise and the last row only when exploring.
-        return self.sample_chain(obs.contiguous(), self.packed, self.dims, self.sched, self.alpha_scale, self.rng,
-                                 noise, chain_noise, not deterministic)
+        return act_fused(self.sample_chain, obs, self.packed, self.dims, self.sched, self.alpha_scale, self.rng,
+                         generator, chain_noise, not deterministic)
 
 
 def select_backend(name: str, family: str, device: torch.device | str = "cpu", activation: str = "mish") -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from dacer2.acting import act_fused
 from dacer2.agent_backend import ReferenceBackend
 from dacer2.diffusion import ChainTrace, draw_chain_noise
 from dacer2.ops import CRITIC_MODES, new_rng_state, ops
@@ -88,10 +89,9 @@ class FusedBackend:
             state = self._act_state = (key, packed, dims, self.sched(packed.dtype, packed.device), self.alpha_scale())
         _, packed, dims, sched, alpha_scale = state
         # A fresh random (seed, offset) from the agent's generator per call: acting stays reproducible from the
-        # generator state (tests, checkpoint resume) at the cost of one tiny draw; the op reads it from memory.
-        # The op never records autograd, so no no_grad context is needed (or paid for) here.
-        self.rng.random_(generator=self.generator)
-        return self._sample(obs.contiguous(), packed, dims, sched, alpha_scale, self.rng, None, chain_noise, explore)
+        # generator state (tests, checkpoint resume, a Policy with the same seed) at the cost of one tiny draw.
+        return act_fused(self._sample, obs, packed, dims, sched, alpha_scale, self.rng, self.generator, chain_noise,
+                         explore)
 
     # ---- chains with generator noise ------------------------------------------------------------------------
     def sample(self, obs: torch.Tensor, chain_noise: bool) -> torch.Tensor:
