@@ -43,7 +43,6 @@ the same sizes; its time embedding runs on B rows per step instead of T, a few M
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import sys
@@ -55,28 +54,16 @@ import pytest
 from flops import update_flops
 from grid import Case, build_agent, fused_unavailable, random_batch
 
-ENV_VAR = "DACER2_PEER_DACER"
-XLA_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+# The availability check is the peer tests' (tests/peer/peer_dacer.py), so the two opt-ins cannot drift apart.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "peer"))
+from peer_dacer import ENV_VAR, XLA_SINGLE_THREAD, peer_unavailable  # noqa: E402
+
 OBS, ACT, B = 17, 6, 256
 HIDDEN = [256, 256, 256]
 UPDATE_OVERRIDES = dict(delay=1, alpha_every=10**9)
-# Import names of what DACER's update path imports (relax.algorithm.dacer and its imports), with their pip names.
-PEER_MODULES = dict(jax="jax", optax="optax", haiku="dm-haiku", numpyro="numpyro", dill="dill")
 
 
-def _peer_unavailable() -> str | None:
-    root = os.environ.get(ENV_VAR)
-    if not root:
-        return f"{ENV_VAR} is not set: point it at a local DACER checkout (docs/performance.md, 'Peer: DACER (JAX)')"
-    if not (Path(root) / "relax" / "algorithm" / "dacer.py").is_file():
-        return f"{ENV_VAR}={root} has no relax/algorithm/dacer.py: not a DACER checkout"
-    missing = [pip for mod, pip in PEER_MODULES.items() if importlib.util.find_spec(mod) is None]
-    if missing:
-        return f"DACER's update needs {', '.join(missing)}: pip install -e .[peer]"
-    return None
-
-
-_REASON = _peer_unavailable()
+_REASON = peer_unavailable()
 if _REASON:
     pytest.skip(_REASON, allow_module_level=True)
 
