@@ -21,9 +21,8 @@ import time
 import pytest
 import torch
 
-from dacer2.agent import Batch
+from dacer2.agent import Batch, DACER2Agent
 from dacer2.config import TrainConfig
-from dacer2.training_run import agent_class
 
 # Timed by its own interleaved loop and reported through bench.derived, so pytest-benchmark's fixture stays idle.
 pytestmark = pytest.mark.filterwarnings("ignore:Benchmark fixture was not used:pytest_benchmark.logger.PytestBenchmarkWarning")
@@ -39,7 +38,7 @@ def _training_agent(env_id: str, algo: str, obs_dim: int, action_dim: int):
     # alpha_every past the timed calls: update 0 would re-estimate the entropy (timed in test_bench_entropy.py).
     cfg = TrainConfig(env_id=env_id, algo=algo, seed=0, alpha_every=10**9).resolved()
     torch.manual_seed(0)
-    agent = agent_class(cfg)(obs_dim, action_dim, cfg, "cpu")
+    agent = DACER2Agent(obs_dim, action_dim, cfg, "cpu")
     agent.num_updates = 1
     return agent
 

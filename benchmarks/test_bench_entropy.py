@@ -64,4 +64,4 @@ def test_entropy_estimate(bench, case, smoke):
     if smoke:  # one call of the real path on few states: the code is the same, the size is irrelevant here
         obs = obs[:4]
     # ~2-8 s a call here: two timed rounds after one warm-up (inside pedantic) are all the budget allows.
-    bench.run(lambda: agent.estimate_entropy(obs), rounds=2, warm=False, warmup_rounds=1, op="entropy_estimate", mode=f"{obs.shape[0]}x{SAMPLES}", T=agent.chain.num_steps, B=obs.shape[0])
+    bench.run(lambda: agent.estimate_entropy(obs), rounds=2, warm=False, warmup_rounds=1, op="entropy_estimate", mode=f"{obs.shape[0]}x{SAMPLES}", T=agent.head.chain.num_steps, B=obs.shape[0])

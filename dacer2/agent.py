@@ -1,8 +1,10 @@
 """DACER2, top to bottom: acting with the reverse diffusion chain, the distributional critic update, the policy
 update L_q + eta L_g, target and alpha updates. Section numbers refer to docs/algorithm.md.
 
-The reverse chain, acting, the critic's value and L_g's pieces come from a backend (dacer2/agent_backend.py): the
-plain-PyTorch reference, which defines them, or the fused dacer2:: ops, which must reproduce it.
+The policy is a head chosen by --algo (dacer2/heads.py): for DACER2 the reverse diffusion chain. The head samples
+and acts; the chain, the critic's value and action-gradient and L_g's pieces are computed by a backend
+(dacer2/agent_backend.py): the plain-PyTorch reference, which defines them, or the fused dacer2:: ops, which must
+reproduce it.
 
 Actions live in [-1, 1]^A; the environment wrapper rescales them to the env's bounds.
 """
@@ -17,10 +19,11 @@ import torch
 from torch import nn
 
 from dacer2.config import TrainConfig
-from dacer2.agent_backend import AgentBackend, ReferenceBackend
-from dacer2.diffusion import ChainTrace, DiffusionSchedule, ReverseChain, add_exploration_noise, temporal_weight
+from dacer2.agent_backend import CriticBackend, ReferenceCritic
+from dacer2.diffusion import ChainTrace, add_exploration_noise, temporal_weight
 from dacer2.entropy import estimate_entropy
-from dacer2.networks import NoisePredictor, TwinDistributionalCritic
+from dacer2.heads import PolicyHead, head_for
+from dacer2.networks import TwinDistributionalCritic
 
 # Constants the algorithm fixes that are not flags (docs/algorithm.md).
 CRITIC_LOSS_EPS = 0.1  # the eps of the DSAC-T loss (section 2)
@@ -66,9 +69,10 @@ class DACER2Agent(nn.Module):
         self.obs_dim, self.action_dim = obs_dim, action_dim
         self.device = torch.device(device)
 
-        # Section 1: the policy is the reverse chain of a small diffusion model.
-        self.chain = ReverseChain(DiffusionSchedule.vp(cfg.diffusion_steps))
-        self.actor = NoisePredictor(obs_dim, action_dim, cfg.actor_hidden, cfg.activation)
+        # Section 1: the policy, a head chosen by --algo; for DACER2 the reverse chain of a small diffusion model.
+        # Built first, so its initial weights are the first drawn from the seed.
+        self.head: PolicyHead = head_for(cfg, obs_dim, action_dim)
+        self.actor = self.head.actor
         # Section 2: twin distributional critics (stacked weights) and their target copies.
         self.critic = TwinDistributionalCritic(obs_dim, action_dim, cfg.critic_hidden, cfg.activation)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -93,12 +97,19 @@ class DACER2Agent(nn.Module):
         self._last_policy_metrics: dict[str, torch.Tensor] = {}
         # Compute backend: "fused" dacer2:: ops or the plain-PyTorch "reference" (resolution: dacer2/ops/__init__.py).
         from dacer2.ops import resolve_backend
-        from dacer2.ops.agent_backend import FusedBackend
 
         self.backend = resolve_backend(cfg.backend, self.device, cfg.activation)
-        reference = ReferenceBackend(self.actor, self.critic, self.chain, self.log_alpha, self.generator,
-                                     cfg.noise_scale, cfg.qgrad_stop_gradient)
-        self.compute: AgentBackend = FusedBackend(reference, cfg.seed) if self.backend == "fused" else reference
+        self.head.attach(self.log_alpha, self.generator, self.backend)
+        self.critic_compute: CriticBackend = ReferenceCritic(self.critic)
+        if self.backend == "fused":
+            from dacer2.ops.agent_backend import FusedCritic
+
+            self.critic_compute = FusedCritic(self.critic_compute, obs_dim, action_dim)
+
+    @property
+    def policy_family(self) -> str:
+        """The head's family ("diffusion" or "gaussian"), stored in checkpoints for Policy.load."""
+        return self.head.family
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -107,16 +118,15 @@ class DACER2Agent(nn.Module):
     # ----------------------------------------------------------------------------------------------------
     # Section 1: acting.
     # ----------------------------------------------------------------------------------------------------
-    def sample_chain(self, obs: torch.Tensor, chain_noise: bool = True) -> torch.Tensor:
-        """The reverse chain's output x_0 for a batch of states (differentiable w.r.t. the actor's weights when
-        grad mode is on)."""
-        return self.compute.sample(obs, chain_noise)
+    def sample_policy(self, obs: torch.Tensor, chain_noise: bool = True) -> torch.Tensor:
+        """The policy's action before the exploration noise (the chain's x_0), differentiable w.r.t. the actor's
+        weights when grad mode is on."""
+        return self.head.sample(obs, chain_noise)
 
     def trace_chain(self, obs: torch.Tensor, chain_noise: bool = True) -> ChainTrace:
         """The reverse chain with every state it visited and the prediction there, stacked [T, B, A] in visit
-        order; differentiable w.r.t. the actor's weights (under qgrad_stop_gradient the fused backend's eps are
-        eps_theta(s, sg(x_t), t))."""
-        return self.compute.trace(obs, chain_noise)
+        order, differentiable w.r.t. the actor's weights (diffusion heads only)."""
+        return self.head.trace(obs, chain_noise)
 
     def explore(self, chain_action: torch.Tensor) -> torch.Tensor:
         """The executed action: chain output plus alpha-scaled noise (alpha is not trained by the actor)."""
@@ -125,8 +135,7 @@ class DACER2Agent(nn.Module):
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions in [-1, 1] for a batch of states. Deterministic = no alpha-noise (and no chain noise if the
         deterministic_chain_noise switch is off). Never builds a graph."""
-        chain_noise = self.cfg.deterministic_chain_noise if deterministic else True
-        return self.compute.act(obs, chain_noise, explore=not deterministic)
+        return self.head.act(obs, deterministic)
 
     # ----------------------------------------------------------------------------------------------------
     # Section 2: critic.
@@ -134,7 +143,7 @@ class DACER2Agent(nn.Module):
     @torch.no_grad()
     def critic_targets(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """y (min of the target means) and the sampled target y_s of the critic with the lower mean."""
-        next_action = self.explore(self.sample_chain(batch.next_obs))
+        next_action = self.explore(self.sample_policy(batch.next_obs))
         mu_next, sigma_next = self.critic_target(batch.next_obs, next_action)
         lower = mu_next.argmin(dim=0, keepdim=True)
         mu_low = mu_next.gather(0, lower)[0]
@@ -164,23 +173,24 @@ class DACER2Agent(nn.Module):
         """A scalar Q per sample from the twin means (min, mean or q1), through frozen critic weights (gradients
         reach the action). obs [B, S]; action [B, A], or a stack [T, B, A] of actions for the same states.
         Tests replace this method with a known Q; L_g then differentiates theirs."""
-        return self.compute.critic_value(obs, action, which)
+        return self.critic_compute.critic_value(obs, action, which)
 
     def action_grad(self, obs: torch.Tensor, action: torch.Tensor, which: str = "min") -> torch.Tensor:
         """g = d Q(s, a) / d a of critic_value at the stacked actions [T, B, A], as a plain tensor (the fused
         critic op computes it in its forward pass; the reference differentiates critic_value)."""
-        return self.compute.action_grad(obs, action, which)
+        return self.critic_compute.action_grad(obs, action, which)
 
     def qgrad_field_loss(self, obs: torch.Tensor, trace: ChainTrace) -> torch.Tensor:
         """L_g: at every visited (x_t, t), supervise eps_theta with u_t = -w(t) g_hat_t, g_t = grad_a Q(s, sg(x_t))."""
         grad_q = self.action_grad(obs, trace.visited.detach(), self.cfg.qgrad_critic)
         # eps_theta(s, sg(x_t), t) under qgrad_stop_gradient: the chain's eps values, no gradient into x_t.
-        eps = self.compute.qgrad_eps(obs, trace)
-        return self.compute.qgrad_loss(eps, grad_q, self.visit_weight)
+        eps = self.head.qgrad_eps(obs, trace)
+        return self.head.qgrad_loss(eps, grad_q, self.visit_weight)
 
     def policy_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        trace = self.trace_chain(obs)
-        action = self.explore(trace.action)
+        # L_g needs every state the chain visited; without it a sample is the same computation.
+        trace = self.trace_chain(obs) if self.cfg.eta > 0 else None
+        action = self.explore(trace.action if trace is not None else self.sample_policy(obs))
         loss_q = -self.critic_value(obs, action, "min").mean()
         metrics = {"policy_loss_q": loss_q.detach()}
         loss = loss_q
@@ -198,7 +208,7 @@ class DACER2Agent(nn.Module):
         """H_hat: mean over states of the GMM upper-bound entropy of K executed actions per state."""
         n, k = obs.shape[0], self.cfg.entropy_samples
         obs_rep = obs.repeat_interleave(k, dim=0)
-        actions = self.explore(self.sample_chain(obs_rep)).view(n, k, self.action_dim)
+        actions = self.explore(self.sample_policy(obs_rep)).view(n, k, self.action_dim)
         return estimate_entropy(actions, n_components=self.cfg.gmm_components).mean()
 
     def refits_entropy_next(self) -> bool:

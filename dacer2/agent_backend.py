@@ -1,12 +1,12 @@
-"""The seam between DACER2Agent's algorithm and its arithmetic: the few computations a backend supplies, and the
-plain-PyTorch backend that defines them.
+"""The seam between the agent's algorithm and its arithmetic: the few computations a backend supplies, and the
+plain-PyTorch backends that define them.
 
-The agent (dacer2/agent.py) asks its backend for the reverse chain (a sample, or a trace with every visited state),
-for acting, for the critic's value and its action-gradient, and for L_g's pieces; everything else it computes
-itself.
-`ReferenceBackend` below is the definition; `dacer2.ops.agent_backend.FusedBackend` runs the same computations
-through the dacer2:: ops and is tested against it. A backend is handed the modules and settings it needs when it
-is built and never reads the agent.
+Two seams, one per network. The diffusion head (dacer2/heads.py) asks a chain backend for the reverse chain (a
+sample, or a trace with every visited state), for acting, and for L_g's pieces; the agent (dacer2/agent.py) asks a
+critic backend for the critic's value and its action-gradient. Everything else the agent computes itself.
+`ReferenceChain` and `ReferenceCritic` below are the definitions; `dacer2.ops.agent_backend` runs the same
+computations through the dacer2:: ops and is tested against them. A backend is handed the modules and settings it
+needs when it is built and never reads the agent.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dacer2.networks import NoisePredictor, TwinDistributionalCritic, twin_value
 from dacer2.qgrad import qgrad_loss
 
 
-class AgentBackend(Protocol):
+class ChainBackend(Protocol):
     name: str  # "reference" or "fused": DACER2Agent.backend
 
     def act(self, obs: torch.Tensor, chain_noise: bool, explore: bool) -> torch.Tensor:
@@ -34,6 +34,14 @@ class AgentBackend(Protocol):
     def trace(self, obs: torch.Tensor, chain_noise: bool) -> ChainTrace:
         """The chain with every visited state and prediction, differentiable w.r.t. the actor's weights."""
 
+    def qgrad_eps(self, obs: torch.Tensor, trace: ChainTrace) -> torch.Tensor:
+        """[T, B, A]: the denoiser's prediction at every state the chain visited, as L_g supervises it."""
+
+    def qgrad_loss(self, eps: torch.Tensor, grad_q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """L_g from the predictions, the critic's action-gradients [T, B, A] and w(t) per row [T]."""
+
+
+class CriticBackend(Protocol):
     def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
         """A scalar Q per action through frozen critic weights, differentiable w.r.t. the action. obs [B, S];
         action [B, A], or a stack [T, B, A] of actions for the same states."""
@@ -42,19 +50,13 @@ class AgentBackend(Protocol):
         """d Q / d action of critic_value at action [B, A] or at stacked actions [T, B, A] (L_g's visited x_t), as
         a plain tensor of the same shape: no graph to or from it."""
 
-    def qgrad_eps(self, obs: torch.Tensor, trace: ChainTrace) -> torch.Tensor:
-        """[T, B, A]: the denoiser's prediction at every state the chain visited, as L_g supervises it."""
 
-    def qgrad_loss(self, eps: torch.Tensor, grad_q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """L_g from the predictions, the critic's action-gradients [T, B, A] and w(t) per row [T]."""
-
-
-class ReferenceBackend:
+class ReferenceChain:
     name = "reference"
 
-    def __init__(self, actor: NoisePredictor, critic: TwinDistributionalCritic, chain: ReverseChain,
-                 log_alpha: torch.Tensor, generator: torch.Generator, noise_scale: float, qgrad_stop_gradient: bool):
-        self.actor, self.critic, self.chain = actor, critic, chain
+    def __init__(self, actor: NoisePredictor, chain: ReverseChain, log_alpha: torch.Tensor,
+                 generator: torch.Generator, noise_scale: float, qgrad_stop_gradient: bool):
+        self.actor, self.chain = actor, chain
         self.log_alpha, self.generator = log_alpha, generator
         self.noise_scale = noise_scale
         self.qgrad_stop_gradient = qgrad_stop_gradient
@@ -75,20 +77,6 @@ class ReferenceBackend:
         return act_reference(self.actor, self.chain, obs, self.log_alpha.exp() * self.noise_scale, self.generator,
                              chain_noise, explore)
 
-    def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
-        lead = action.shape[:-1]
-        if action.dim() == 3:  # one row per (step, state): the critic module takes a flat batch
-            obs = obs.expand(*lead, obs.shape[-1]).reshape(-1, obs.shape[-1])
-            action = action.reshape(-1, action.shape[-1])
-        mu, _ = self.critic(obs, action, detach_params=True)
-        return twin_value(mu, which).view(lead)
-
-    def action_grad(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
-        with torch.enable_grad():
-            probe = action.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.critic_value(obs, probe, which).sum(), probe)
-        return grad
-
     def qgrad_eps(self, obs: torch.Tensor, trace: ChainTrace) -> torch.Tensor:
         if not self.qgrad_stop_gradient:
             return trace.eps
@@ -102,3 +90,24 @@ class ReferenceBackend:
 
     def qgrad_loss(self, eps: torch.Tensor, grad_q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return qgrad_loss(eps, grad_q, weight)
+
+
+class ReferenceCritic:
+    name = "reference"
+
+    def __init__(self, critic: TwinDistributionalCritic):
+        self.critic = critic
+
+    def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
+        lead = action.shape[:-1]
+        if action.dim() == 3:  # one row per (step, state): the critic module takes a flat batch
+            obs = obs.expand(*lead, obs.shape[-1]).reshape(-1, obs.shape[-1])
+            action = action.reshape(-1, action.shape[-1])
+        mu, _ = self.critic(obs, action, detach_params=True)
+        return twin_value(mu, which).view(lead)
+
+    def action_grad(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
+        with torch.enable_grad():
+            probe = action.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.critic_value(obs, probe, which).sum(), probe)
+        return grad

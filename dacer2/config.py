@@ -18,15 +18,14 @@ ALGO_PRESETS: dict[str, dict] = {
     "dacer": dict(diffusion_steps=20, temporal_weighting=False, eta=0.0),
     "dacer2-no-weight": dict(diffusion_steps=5, temporal_weighting=False),
     "dacer2-no-qgrad": dict(diffusion_steps=5, temporal_weighting=True, eta=0.0),
-    # The SAC-style baseline: the same agent with a Gaussian head in place of the chain (dacer2/baselines/gaussian_actor.py). No
-    # chain steps, so no L_g; its actor has no fused kernels, so it always runs the reference path.
+    # The SAC-style baseline: the same agent with a Gaussian head in place of the chain (dacer2/heads.py). No chain
+    # steps, so no L_g; its actor has no fused kernels, so it always runs the reference path.
     "gaussian": dict(diffusion_steps=5, temporal_weighting=False, eta=0.0),
 }
 # Values an algorithm imposes whatever the user gave, because its policy cannot use any other (recorded in
 # config.json so the run says what its agent did).
 ALGO_FORCED: dict[str, dict] = {"gaussian": dict(eta=0.0, backend="reference")}
 Algo = Literal[tuple(ALGO_PRESETS)]  # type: ignore[valid-type]  # the CLI's choices are the preset dict's keys
-GAUSSIAN_ALGO = "gaussian"
 
 # Environment presets by env family (the id without its version: "Humanoid" never catches "HumanoidStandup").
 # noise_scale, learning_starts, the rates and the network sizes are the papers'; eta is ours: the paper uses 1.0

@@ -21,8 +21,7 @@ import torch
 
 from dacer2.checkpoint import CheckpointError, load_checkpoint
 from dacer2.config import TrainConfig
-from dacer2.diffusion import DiffusionSchedule, ReverseChain
-from dacer2.policy_backends import FusedDiffusion, ReferenceDiffusion, ReferenceGaussian, select_backend
+from dacer2.policy_backends import FusedDiffusion, select_backend
 
 DIFFUSION = "diffusion"
 
@@ -104,22 +103,13 @@ class Policy:
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"{ckpt} lacks {exc} needed to build a policy") from exc
         family = payload.get("policy_family", DIFFUSION)
+        from dacer2.heads import HEADS
+
+        if family not in HEADS:
+            raise CheckpointError(f"{ckpt}: unknown policy family {family!r} (known: {', '.join(HEADS)})")
         name = select_backend(backend, family, device, config.activation)
         actor_state = {k[len("actor."):]: v for k, v in modules.items() if k.startswith("actor.")}
-        log_alpha = modules["log_alpha"]
-        if family == DIFFUSION:
-            from dacer2.networks import NoisePredictor
-
-            actor = NoisePredictor(obs_dim, action_dim, config.actor_hidden, config.activation)
-            net: torch.nn.Module = ReferenceDiffusion(
-                actor, ReverseChain(DiffusionSchedule.vp(config.diffusion_steps)), log_alpha, config.noise_scale,
-                config.deterministic_chain_noise,
-            )
-        else:
-            from dacer2.baselines.gaussian_actor import GaussianActor
-
-            actor = GaussianActor(obs_dim, action_dim, config.actor_hidden, config.activation)
-            net = ReferenceGaussian(actor, log_alpha, config.noise_scale)
+        actor, net = HEADS[family].policy_module(obs_dim, action_dim, config, modules["log_alpha"])
         try:
             actor.load_state_dict(actor_state)
         except RuntimeError as exc:

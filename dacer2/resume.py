@@ -69,7 +69,7 @@ def checkpoint_payload(run: TrainingRun, loop: LoopState) -> dict:
     return {
         "config": dataclasses.asdict(cfg),
         "version": __version__,
-        "policy_family": getattr(run.agent, "policy_family", "diffusion"),
+        "policy_family": run.agent.policy_family,
         "obs_dim": run.obs_dim,
         "action_dim": run.action_dim,
         "env_steps": loop.env_steps,

@@ -31,13 +31,13 @@ from dacer2.evaluation import evaluate
 from dacer2.loop_state import LoopState
 from dacer2.resume import RESUME_OVERRIDABLE, ResumePoint, checkpoint_payload, load_resume, restore
 from dacer2.training_run import (
-    EVAL_SEED_OFFSET, AgentFactory, EvalCallback, TrainingRun, agent_class, build_run, default_run_dir, eval_seed,
+    EVAL_SEED_OFFSET, AgentFactory, EvalCallback, TrainingRun, build_run, default_run_dir, eval_seed,
     resolve_device, seed_everything,
 )
 
 __all__ = [  # the public names; several live in the modules above and stay importable from here too
     "EVAL_SEED_OFFSET", "RESUME_OVERRIDABLE", "AgentFactory", "EvalCallback", "NonFiniteError", "TrainResult",
-    "TrainingInterrupted", "agent_class", "default_run_dir", "resolve_device", "seed_everything", "step_vector_env",
+    "TrainingInterrupted", "default_run_dir", "resolve_device", "seed_everything", "step_vector_env",
     "train",
 ]
 
@@ -106,7 +106,7 @@ class _StopSignals:
 
 def train(config: TrainConfig, agent_factory: AgentFactory | None = None, on_eval: EvalCallback | None = None) -> TrainResult:
     """Run (or, with config.resume, continue) one training run. `agent_factory(obs_dim, action_dim, cfg, device)`
-    builds the agent (default: the one --algo names, see agent_class). `on_eval` sees each evaluation as it
+    builds the agent (default: DACER2Agent with the policy head --algo names). `on_eval` sees each evaluation as it
     happens (sweeps forward it to Ray Tune)."""
     cfg, resume = load_resume(config) if config.resume else (config.resolved(), None)
     run = build_run(cfg, agent_factory, on_eval)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from dacer2.agent import DACER2Agent
 from dacer2.checkpoint import CheckpointManager
-from dacer2.config import GAUSSIAN_ALGO, TrainConfig
+from dacer2.config import TrainConfig
 from dacer2.envs import make_vector_env
 from dacer2.metrics import MetricsWriter
 from dacer2.replay import ReplayBuffer
@@ -58,15 +58,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True)
-
-
-def agent_class(cfg: TrainConfig) -> AgentFactory:
-    """The agent an --algo trains: DACER2Agent for every diffusion preset, GaussianAgent for the baseline."""
-    if cfg.algo == GAUSSIAN_ALGO:
-        from dacer2.baselines.gaussian_agent import GaussianAgent
-
-        return GaussianAgent
-    return DACER2Agent
 
 
 @dataclass
@@ -124,6 +115,6 @@ def build_run(cfg: TrainConfig, agent_factory: AgentFactory | None, on_eval: Eva
         raise ValueError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}") from None
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
 
-    agent = (agent_factory or agent_class(cfg))(obs_dim, action_dim, cfg, device)
+    agent = (agent_factory or DACER2Agent)(obs_dim, action_dim, cfg, device)  # its policy head comes from cfg.algo
     buffer = ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, cfg.batch_size, device, seed=cfg.seed)
     return TrainingRun(cfg, device, envs, eval_envs, obs_dim, action_dim, run_dir, checkpoints, agent, buffer, on_eval)

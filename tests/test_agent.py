@@ -60,7 +60,7 @@ def test_critic_targets_on_hand_computed_batch():
     # The sampled target uses the critic with the lower mean (critic 1, 2, 1 here): mu_low + sigma_low z, z
     # clipped to [-3, 3], drawn after the next action's chain and exploration noise.
     agent.generator.manual_seed(123)
-    agent.explore(agent.sample_chain(batch.next_obs))
+    agent.explore(agent.sample_policy(batch.next_obs))
     z = torch.randn(3, generator=agent.generator).clamp(-3, 3)
     expected = torch.tensor([0.2, 0.4, 0.6]) + torch.tensor([0.99, 0.0, 0.99]) * (
         torch.tensor([1.0, 4.0, -2.0]) + torch.tensor([0.5, 2.0, 2.0]) * z)
@@ -70,7 +70,7 @@ def test_critic_targets_on_hand_computed_batch():
 
 def test_policy_loss_gradient_reaches_every_denoising_step():
     agent = small_agent(eta=0.0)
-    T = agent.chain.num_steps
+    T = agent.head.chain.num_steps
     emb = agent.actor.step_embeddings(T).detach().requires_grad_(True)
     agent.actor.step_embeddings = lambda num_steps: emb  # each row is used by exactly one step
     # At the noisiest step x0_hat = clip(12.6 x - 12.5 eps) is mostly outside the box, so only the few samples
@@ -101,7 +101,7 @@ def test_qgrad_loss_value_matches_definition():
 def qgrad_loss_with_stopped_inputs(agent, obs, chain):
     """L_g by its definition, step by step through the plain modules, with eps_theta(s, sg(x_t), t): the oracle
     for the stop-gradient switch (no fused op, no batching over steps)."""
-    emb = agent.actor.step_embeddings(agent.chain.num_steps)
+    emb = agent.actor.step_embeddings(agent.head.chain.num_steps)
     terms = []
     for x, t in zip(chain.visited, chain.steps):
         x = x.detach()

@@ -65,7 +65,7 @@ def test_policy_is_the_trained_actor_with_its_noise_rows(run_dir):
     config = dataclasses.replace(TrainConfig.from_dict(payload["config"]), backend="reference")
     agent = DACER2Agent(payload["obs_dim"], payload["action_dim"], config)
     agent.load_training_state(payload["agent"])
-    T, alpha_k = agent.chain.num_steps, float(agent.log_alpha.exp()) * config.noise_scale
+    T, alpha_k = agent.head.chain.num_steps, float(agent.log_alpha.exp()) * config.noise_scale
     policy = dacer2.Policy.load(run_dir / "checkpoints" / "final.pt", backend="reference")
     obs = np.random.default_rng(1).normal(size=(8, 4)).astype(np.float32)
     for deterministic in (True, False):
@@ -76,7 +76,7 @@ def test_policy_is_the_trained_actor_with_its_noise_rows(run_dir):
             emb = agent.actor.step_embeddings(T)
             x = noise[0]
             for k, t in enumerate(reversed(range(T))):
-                x = agent.chain.step(x, agent.actor(torch.from_numpy(obs), x, emb[t]), t, noise[k + 1])
+                x = agent.head.chain.step(x, agent.actor(torch.from_numpy(obs), x, emb[t]), t, noise[k + 1])
             if not deterministic:
                 x = (x + alpha_k * noise[T]).clamp(-1, 1)
         np.testing.assert_allclose(got, 3.0 * x.numpy(), rtol=1e-5, atol=1e-5)  # [-1, 1] -> [-3, 3]

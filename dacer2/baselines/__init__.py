@@ -1,2 +1,2 @@
-"""Comparison policies trained by the same loop as DACER2 (--algo gaussian): the actor and the agent are separate
-modules so that loading a baseline policy for deployment never imports the training code."""
+"""Comparison policies' networks, trained by the same agent and loop as DACER2 through a policy head
+(dacer2/heads.py): --algo gaussian's GaussianActor."""

@@ -1,12 +1,11 @@
-"""The Gaussian-policy comparison point for the multimodality metric: its actor (the agent is in
-dacer2/baselines/gaussian_agent.py, so deploying a Gaussian policy never imports the training code).
+"""The Gaussian-policy comparison point for the multimodality metric: the network of dacer2.heads.GaussianHead.
 
-`GaussianAgent` is the DACER2 agent with one thing changed: the reverse diffusion chain is replaced by a
-diagonal Gaussian head, a = clip(mu(s) + sigma(s) z, -1, 1). Everything else is inherited unchanged: the twin
-distributional critics and their loss, the executed action's alpha-noise, the GMM entropy regulator that tunes
-alpha, the delayed policy update and the policy loss L_q = -min Q(s, a). The Q-gradient field loss L_g has no
-chain steps to supervise, so eta is forced to 0. Comparing its goal coverage with DACER2's therefore isolates the
-policy family, which is the claim the multi-goal task tests.
+--algo gaussian trains the DACER2 agent with one thing changed: the reverse diffusion chain is replaced by a
+diagonal Gaussian head, a = clip(mu(s) + sigma(s) z, -1, 1). Everything else is the same: the twin distributional
+critics and their loss, the executed action's alpha-noise, the GMM entropy regulator that tunes alpha, the delayed
+policy update and the policy loss L_q = -min Q(s, a). The Q-gradient field loss L_g has no chain steps to
+supervise, so eta is forced to 0. Comparing its goal coverage with DACER2's therefore isolates the policy family,
+which is the claim the multi-goal task tests.
 
 The executed policy is N(mu(s), sigma(s)^2 + (alpha k)^2) clipped to the box: Gaussian, so unimodal per state.
 """

@@ -1,4 +1,5 @@
-"""DACER2Agent's fused backend: the computations of dacer2.agent_backend.ReferenceBackend through the dacer2:: ops.
+"""The fused backends: the computations of dacer2.agent_backend.ReferenceChain and ReferenceCritic through the
+dacer2:: ops.
 
 Noise: acting (`act`) draws its noise inside the op from this object's rng tensor [seed, offset], which is
 refilled from the agent's torch.Generator each call (so acting is reproducible from the generator state that
@@ -16,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from dacer2.acting import act_fused
-from dacer2.agent_backend import ReferenceBackend
+from dacer2.agent_backend import ReferenceChain, ReferenceCritic
 from dacer2.diffusion import ChainTrace, draw_chain_noise
 from dacer2.ops import CRITIC_MODES, new_rng_state, ops
 from dacer2.ops.packing import PackCache, critic_dims, pack_critic, pack_denoiser, schedule_tensor
@@ -39,19 +40,17 @@ class _CriticValue(torch.autograd.Function):
         return None, grad_q[..., None] * g, None, None, None
 
 
-class FusedBackend:
+class FusedChain:
     name = "fused"
 
-    def __init__(self, reference: ReferenceBackend, seed: int):
+    def __init__(self, reference: ReferenceChain, seed: int):
         self.reference = reference
-        actor, critic = reference.actor, reference.critic
+        actor = reference.actor
         self.actor, self.generator = actor, reference.generator
         self.T = reference.chain.num_steps
         self.chain = reference.chain
         self.log_alpha, self.noise_scale = reference.log_alpha, reference.noise_scale
         self.actor_cache = PackCache(actor, lambda: pack_denoiser(actor, self.T))
-        self.critic_cache = PackCache(critic, lambda: pack_critic(critic))
-        self.critic_dims = critic_dims(critic, actor.obs_dim, actor.action_dim)
         self.rng = new_rng_state(seed, self.log_alpha.device)
         self._sched: dict = {}
         self._alpha_key, self._alpha_scale = None, None
@@ -119,7 +118,25 @@ class FusedBackend:
         # eps[k] = eps_theta(s, sg(x_t), t): its gradient reaches the weights and obs, not x_t.
         return ChainTrace(action=action, visited=visited, eps=eps)
 
-    # ---- critic and L_g ------------------------------------------------------------------------------------
+    # ---- L_g ------------------------------------------------------------------------------------------------
+    def qgrad_eps(self, obs: torch.Tensor, trace: ChainTrace) -> torch.Tensor:
+        # trace's eps already are what L_g supervises: chain_forward made them at sg(x_t) under
+        # qgrad_stop_gradient, and the module chain's own are wanted otherwise.
+        return trace.eps
+
+    def qgrad_loss(self, eps: torch.Tensor, grad_q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return ops.qgrad_loss(eps, grad_q.contiguous(), weight.to(eps.dtype).contiguous())
+
+
+class FusedCritic:
+    name = "fused"
+
+    def __init__(self, reference: ReferenceCritic, obs_dim: int, action_dim: int):
+        self.reference = reference
+        critic = reference.critic
+        self.critic_cache = PackCache(critic, lambda: pack_critic(critic))
+        self.critic_dims = critic_dims(critic, obs_dim, action_dim)
+
     def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
         if obs.requires_grad:
             return self.reference.critic_value(obs, action, which)
@@ -133,11 +150,3 @@ class FusedBackend:
         _, grad = ops.critic_action_grad(obs.contiguous(), stacked.contiguous(), self.critic_cache.get(),
                                          self.critic_dims, CRITIC_MODES[which])
         return grad[0] if single else grad
-
-    def qgrad_eps(self, obs: torch.Tensor, trace: ChainTrace) -> torch.Tensor:
-        # trace's eps already are what L_g supervises: chain_forward made them at sg(x_t) under
-        # qgrad_stop_gradient, and the module chain's own are wanted otherwise.
-        return trace.eps
-
-    def qgrad_loss(self, eps: torch.Tensor, grad_q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return ops.qgrad_loss(eps, grad_q.contiguous(), weight.to(eps.dtype).contiguous())

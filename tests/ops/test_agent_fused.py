@@ -68,11 +68,11 @@ def test_updates_equal_reference(overrides):
     assert fused.num_updates == 6
 
 
-def test_sample_chain_without_grad_matches_reference():
+def test_sample_policy_without_grad_matches_reference():
     ref, fused = agents(eta=1.0)
     obs = torch.randn(40, 5)
     with torch.no_grad():
-        a, b = ref.sample_chain(obs), fused.sample_chain(obs)
+        a, b = ref.sample_policy(obs), fused.sample_policy(obs)
     torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
     # same generator draws consumed: the next draw agrees
     assert torch.equal(torch.randn(3, generator=ref.generator), torch.randn(3, generator=fused.generator))
@@ -82,7 +82,7 @@ def test_policy_chain_records_visited_states():
     ref, fused = agents(eta=1.0)
     obs = torch.randn(8, 5)
     a, b = ref.trace_chain(obs), fused.trace_chain(obs)
-    assert b.visited.shape == a.visited.shape == b.eps.shape == (ref.chain.num_steps, 8, 3)
+    assert b.visited.shape == a.visited.shape == b.eps.shape == (ref.head.chain.num_steps, 8, 3)
     for x, y in ((a.visited, b.visited), (a.eps, b.eps), (a.action, b.action)):
         torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-5)
 

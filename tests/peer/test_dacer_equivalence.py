@@ -14,7 +14,7 @@ a backend is involved:
 
 a. the VP schedule and its posterior coefficients, and the sinusoidal time embedding;
 b. eps_theta on random inputs, at every step index;
-c. the reverse chain and the executed action at T = 20 and T = 5, through sample_chain (no autograd) and
+c. the reverse chain and the executed action at T = 20 and T = 5, through sample_policy (no autograd) and
    trace_chain (our fused backend runs a different op for each), from identical noise;
 d. the twin distributional critic, and the DSAC-T critic loss and its gradients given DACER's own targets;
 e. one update's critic targets, critic loss and gradients, policy loss through the chain and its gradient; then
@@ -372,7 +372,7 @@ def test_schedule(peer, steps):
         assert_close(getattr(ours, name), getattr(theirs, name), 1e-6, name)
     assert_close(ours.posterior_log_variance, theirs.posterior_log_variance_clipped, 1e-6, "log variance")
     # The table's rows: x0 = coef_x x - coef_eps eps, mean = c1 x0 + c2 x, + std z.
-    table = schedule_tensor(DACER2Agent(OBS, ACT, dacer_config(steps, "fused")).chain)
+    table = schedule_tensor(DACER2Agent(OBS, ACT, dacer_config(steps, "fused")).head.chain)
     std = peer.jnp.exp(0.5 * theirs.posterior_log_variance_clipped)
     for row, name, value in zip(table, ("coef_x", "coef_eps", "c1", "c2", "std"), (
             theirs.sqrt_recip_alphas_cumprod, theirs.sqrt_recipm1_alphas_cumprod, theirs.posterior_mean_coef1,
@@ -429,11 +429,11 @@ def official_chains(peer):
     return out
 
 
-@pytest.mark.parametrize("path", ["sample_chain", "trace_chain"])
+@pytest.mark.parametrize("path", ["sample_policy", "trace_chain"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("steps", [20, 5])
 def test_reverse_chain(peer, official_chains, monkeypatch, steps, backend, path):
-    """The chain's x_0 and the executed action clip(x_0 + alpha 0.15 xi) from the same draws. sample_chain without
+    """The chain's x_0 and the executed action clip(x_0 + alpha 0.15 xi) from the same draws. sample_policy without
     autograd is the critic-target path (fused: the sample_chain op), trace_chain the policy-loss path (fused:
     chain_forward). Each of T steps amplifies the denoiser's rounding by up to sqrt(1/alpha_bar - 1) ~ 12 before
     the clip: 1e-4 of the scale."""
@@ -442,9 +442,9 @@ def test_reverse_chain(peer, official_chains, monkeypatch, steps, backend, path)
     obs = torch.from_numpy(theirs.obs)
     draws = ScriptedDraws(monkeypatch, agent.generator)
     draws.extend(*theirs.draws)
-    if path == "sample_chain":
+    if path == "sample_policy":
         with torch.no_grad():
-            x0 = agent.sample_chain(obs)
+            x0 = agent.sample_policy(obs)
     else:
         x0 = agent.trace_chain(obs).action
     action = agent.explore(x0)
