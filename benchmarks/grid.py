@@ -155,7 +155,7 @@ def grid_cases(
 
 def build_agent(case: Case, smoke: bool = False, **overrides):
     """A DACER2 agent for this row's dims/T on its device, computing through the row's backend."""
-    from dacer2.agent import DACER2Agent
+    from dacer2.algo.agent import DACER2Agent
 
     config_backend = "fused" if case.backend == "fused" else "reference"
     cfg = TrainConfig(env_id=case.env_id, diffusion_steps=case.steps, backend=config_backend, seed=0, **overrides)
@@ -175,7 +175,7 @@ def build_agent(case: Case, smoke: bool = False, **overrides):
 
 def random_batch(case: Case, batch: int | None = None, seed: int = 1):
     """A replay-like batch: actions in the box, a few terminal transitions."""
-    from dacer2.agent import Batch
+    from dacer2.algo.agent import Batch
 
     n = batch or case.batch
     g = torch.Generator().manual_seed(seed)

@@ -4,7 +4,7 @@ Target (issue 3): fused <= 40 us per action and >= 12x the eager reference, same
 import pytest
 import torch
 
-from dacer2.agent import DACER2Agent
+from dacer2.algo.agent import DACER2Agent
 from dacer2.config import TrainConfig
 from dacer2.ops import HAS_CPU_KERNELS
 
@@ -53,9 +53,9 @@ def make_policy(backend):
     """The deployment Policy around the same actor as make_agent's, built without a checkpoint file."""
     import numpy as np
 
-    from dacer2.diffusion import DiffusionSchedule, ReverseChain
-    from dacer2.policy import Policy, PolicyInfo
-    from dacer2.policy_backends import FusedDiffusion, ReferenceDiffusion
+    from dacer2.algo.diffusion import DiffusionSchedule, ReverseChain
+    from dacer2.deploy.policy import Policy, PolicyInfo
+    from dacer2.deploy.policy_backends import FusedDiffusion, ReferenceDiffusion
 
     agent = make_agent("reference")
     cfg = agent.cfg

@@ -21,7 +21,7 @@ import time
 import pytest
 import torch
 
-from dacer2.agent import Batch, DACER2Agent
+from dacer2.algo.agent import Batch, DACER2Agent
 from dacer2.config import TrainConfig
 
 # Timed by its own interleaved loop and reported through bench.derived, so pytest-benchmark's fixture stays idle.

@@ -28,7 +28,7 @@ def _mixture_samples(action_dim: int) -> torch.Tensor:
 
 @pytest.mark.bench_grid(axes=(), backends=("sklearn", "eager"), devices=("cpu",))
 def test_gmm_fit(bench, case, request, smoke):
-    from dacer2.entropy import estimate_entropy
+    from dacer2.algo.entropy import estimate_entropy
 
     samples = _mixture_samples(case.action_dim)
     meta = dict(op="gmm_fit", mode="256x200", ratio_base="sklearn", T=None, B=STATES)

@@ -6,7 +6,7 @@ alone, the part the fused ops replace."""
 import pytest
 import torch
 
-from dacer2.agent import Batch, DACER2Agent
+from dacer2.algo.agent import Batch, DACER2Agent
 from dacer2.config import TrainConfig
 from dacer2.ops import HAS_CPU_KERNELS
 

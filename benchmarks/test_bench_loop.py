@@ -1,7 +1,7 @@
 """The training loop's own overhead: how much of a training run is not gradient updates.
 
 One train() run on HalfCheetah-v5 per backend and thread count (1 and --bench-threads): a uniform-random warm-up of
-one batch, then one update per env step, no evaluation. The loop's phase clock (dacer2/phase_times.py, the
+one batch, then one update per env step, no evaluation. The loop's phase clock (dacer2/train/phase_times.py, the
 `time_breakdown` of the run's result) splits the run into the updates and everything else, so two rows come
 from the same run:
 
@@ -23,8 +23,8 @@ ALPHA_EVERY = 10_000  # the locomotion presets' entropy-fit interval
 
 def run_loop(bench, case, tmp_path, smoke, quick):
     from dacer2.config import TrainConfig
-    from dacer2.phase_times import describe
-    from dacer2.trainer import train
+    from dacer2.train.phase_times import describe
+    from dacer2.train.trainer import train
 
     updates = QUICK_UPDATES if (smoke or quick) else UPDATES
     cfg = TrainConfig(

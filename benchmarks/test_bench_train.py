@@ -14,7 +14,7 @@ TOTAL_STEPS, LEARNING_STARTS = 300, 100
 @pytest.mark.bench_grid(axes=(), backends=("eager", "fused"), threads="option")
 def test_train_sps(bench, case, tmp_path, smoke, request):
     from dacer2.config import TrainConfig
-    from dacer2.trainer import train
+    from dacer2.train.trainer import train
 
     total = TOTAL_STEPS if not (smoke or request.config.option.bench_quick) else LEARNING_STARTS + 20
     cfg = TrainConfig(

@@ -90,7 +90,7 @@ class _MatmulFlops(TorchDispatchMode):
 def test_flop_formula_matches_counter(dims):
     """The analytic count must equal what torch counts for the same update (matmuls only), so GFLOP/s figures
     are exact for the reference algorithm. Small batch: the count is linear in B."""
-    from dacer2.agent import Batch, DACER2Agent
+    from dacer2.algo.agent import Batch, DACER2Agent
     from dacer2.config import TrainConfig
 
     S, A, T = dims

@@ -14,7 +14,7 @@ if MULTIGOAL_ID not in _gym.registry:
 def __getattr__(name: str):
     # Lazy: `import dacer2` imports no torch until the deployment API is actually used.
     if name == "Policy":
-        from dacer2.policy import Policy
+        from dacer2.deploy.policy import Policy
 
         return Policy
     raise AttributeError(f"module 'dacer2' has no attribute {name!r}")

@@ -18,7 +18,7 @@ ALGO_PRESETS: dict[str, dict] = {
     "dacer": dict(diffusion_steps=20, temporal_weighting=False, eta=0.0),
     "dacer2-no-weight": dict(diffusion_steps=5, temporal_weighting=False),
     "dacer2-no-qgrad": dict(diffusion_steps=5, temporal_weighting=True, eta=0.0),
-    # The SAC-style baseline: the same agent with a Gaussian head in place of the chain (dacer2/heads.py). No chain
+    # The SAC-style baseline: the same agent with a Gaussian head in place of the chain (dacer2/algo/heads.py). No chain
     # steps, so no L_g; its actor has no fused kernels, so it always runs the reference path.
     "gaussian": dict(diffusion_steps=5, temporal_weighting=False, eta=0.0),
 }
@@ -30,7 +30,7 @@ Algo = Literal[tuple(ALGO_PRESETS)]  # type: ignore[valid-type]  # the CLI's cho
 # Environment presets by env family (the id without its version: "Humanoid" never catches "HumanoidStandup").
 # noise_scale, learning_starts, the rates and the network sizes are the papers'; eta is ours: the paper uses 1.0
 # or 0.01 per task group without saying which task is which, so these are provisional until our own sweeps settle
-# them (README, "The algorithm and our choices").
+# them (docs/guide.md, "The algorithm and our choices").
 DEFAULT_ENV_PRESET = dict(
     noise_scale=0.1, learning_starts=30_000, eta=0.01, total_steps=1_000_000, actor_lr=1e-4, critic_lr=1e-4,
     alpha_every=10_000, tau=0.005, actor_hidden=(256, 256, 256), critic_hidden=(256, 256, 256),
@@ -41,7 +41,7 @@ ENV_PRESETS: dict[str, dict] = {
     # The quick start: solved (deterministic return 1000) within minutes on a 2-core CPU. The papers' schedule is
     # tuned for 1.5M iterations and barely moves in a few thousand updates, so this preset takes faster targets
     # (every update, tau 0.02), larger rates, a shorter alpha period and 3x64 networks (cheaper updates on a CPU).
-    # Each value beside the paper's: README, "Quick start".
+    # Each value beside the paper's: docs/guide.md, "Quick start".
     "InvertedPendulum": dict(
         learning_starts=1_000, total_steps=14_000, actor_lr=3e-4, critic_lr=1e-3, alpha_every=250, target_every=1,
         tau=0.02, actor_hidden=(64, 64, 64), critic_hidden=(64, 64, 64),

@@ -1,4 +1,4 @@
-"""Regenerate docs/results.md's tables and figures, docs/evaluation.md's multi-goal coverage table and the README's
+"""Regenerate docs/results.md's tables and figures, docs/evaluation.md's multi-goal coverage table and the README's (and docs/guide.md's)
 quick-start curve from the committed run files under results/.
 
     python results/build_page.py        (or: make results)
@@ -30,8 +30,8 @@ from page_cost import (  # noqa: E402
     COMMAND as COST_COMMAND, RETURN_FOR_COST_HEADER, cost_table, load_cost_runs, return_for_cost_rows,
 )
 
-from dacer2.plotting import algo_rows, group_runs, mean_std_text, plot_learning_curves, t975  # noqa: E402
-from dacer2.runs import Run, RunError, find_run_dirs, load_run  # noqa: E402
+from dacer2.analysis.plotting import algo_rows, group_runs, mean_std_text, plot_learning_curves, t975  # noqa: E402
+from dacer2.analysis.runs import Run, RunError, find_run_dirs, load_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"

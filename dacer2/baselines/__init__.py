@@ -1,2 +1,2 @@
 """Comparison policies' networks, trained by the same agent and loop as DACER2 through a policy head
-(dacer2/heads.py): --algo gaussian's GaussianActor."""
+(dacer2/algo/heads.py): --algo gaussian's GaussianActor."""

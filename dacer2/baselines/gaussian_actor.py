@@ -1,4 +1,4 @@
-"""The Gaussian-policy comparison point for the multimodality metric: the network of dacer2.heads.GaussianHead.
+"""The Gaussian-policy comparison point for the multimodality metric: the network of dacer2.algo.heads.GaussianHead.
 
 --algo gaussian trains the DACER2 agent with one thing changed: the reverse diffusion chain is replaced by a
 diagonal Gaussian head, a = clip(mu(s) + sigma(s) z, -1, 1). Everything else is the same: the twin distributional
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dacer2.networks import activation_fn
+from dacer2.algo.networks import activation_fn
 
 POLICY_FAMILY = "gaussian"
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 0.5  # keeps sigma in [0.007, 1.65]: never degenerate, never wider than the box

@@ -58,15 +58,15 @@ def run_eval(cfg: EvalConfig) -> dict:
     import torch
 
     from dacer2.envs import MULTIGOAL_ID, make_vector_env
-    from dacer2.evaluation import evaluate
-    from dacer2.policy import Policy
+    from dacer2.analysis.evaluation import evaluate
+    from dacer2.deploy.policy import Policy
 
     if cfg.episodes < 1 or cfg.multigoal_rollouts < 1 or cfg.trajectories_per_start < 1:
         raise ValueError("--episodes, --multigoal-rollouts and --trajectories-per-start must be positive")
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     if cfg.video:  # fail on a bad path or a missing writer before spending time on evaluation
-        from dacer2.video import check_video_path
+        from dacer2.analysis.video import check_video_path
 
         check_video_path(cfg.video)
     policy = Policy.load(cfg.path, device=cfg.device, backend=cfg.backend, seed=cfg.seed)
@@ -90,7 +90,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         envs.close()
 
     if (run_dir / "metrics.csv").is_file():
-        from dacer2.runs import read_eval_history, final_return
+        from dacer2.analysis.runs import read_eval_history, final_return
 
         steps, means, _ = read_eval_history(run_dir / "metrics.csv")
         if steps.size:
@@ -102,7 +102,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         report["multigoal"] = multigoal_report(policy, cfg, run_dir)
 
     if cfg.video:
-        from dacer2.video import record_episode
+        from dacer2.analysis.video import record_episode
 
         policy.seed(cfg.seed)
         frames = record_episode(env_id, lambda obs: policy.act(obs, deterministic=True), cfg.video, seed=cfg.seed)
@@ -119,8 +119,8 @@ def multigoal_report(policy, cfg: EvalConfig, run_dir: Path) -> dict:
     """Goal coverage from (0, 0) per mode, and the trajectory figure from the five start points."""
     import numpy as np
 
-    from dacer2.multigoal_plot import START_POINTS, plot_trajectories
-    from dacer2.multimodality import rollout_goals
+    from dacer2.analysis.multigoal_plot import START_POINTS, plot_trajectories
+    from dacer2.analysis.multimodality import rollout_goals
 
     out: dict = {}
     panels = {}
@@ -147,7 +147,7 @@ def multigoal_report(policy, cfg: EvalConfig, run_dir: Path) -> dict:
 def eval_main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(EvalConfig, args=argv)
     from dacer2.cli.train import USER_ERRORS
-    from dacer2.video import RenderError
+    from dacer2.analysis.video import RenderError
 
     try:
         run_eval(cfg)

@@ -1,4 +1,4 @@
-"""dacer2-export: a trained diffusion policy as one ONNX file (see dacer2/export.py for the file's inputs and
+"""dacer2-export: a trained diffusion policy as one ONNX file (see dacer2/deploy/export.py for the file's inputs and
 outputs); the export extra supplies onnx, and onnxruntime for the check."""
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ class ExportArgs:
 
 def export_main(argv: list[str] | None = None) -> int:
     args = tyro.cli(ExportArgs, args=argv)
-    from dacer2.checkpoint import CheckpointError
-    from dacer2.export import check_with_onnxruntime, export_onnx
-    from dacer2.policy import Policy
+    from dacer2.train.checkpoint import CheckpointError
+    from dacer2.deploy.export import check_with_onnxruntime, export_onnx
+    from dacer2.deploy.policy import Policy
 
     try:
         policy = Policy.load(args.run, backend="reference")

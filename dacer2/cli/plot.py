@@ -34,8 +34,8 @@ class PlotConfig:
 
 def plot_main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(PlotConfig, args=argv)
-    from dacer2.plotting import write_report
-    from dacer2.runs import RunError, find_run_dirs, load_run
+    from dacer2.analysis.plotting import write_report
+    from dacer2.analysis.runs import RunError, find_run_dirs, load_run
 
     try:
         if not cfg.runs:

@@ -1,4 +1,4 @@
-"""dacer2-sweep: the command-line face of dacer2.sweep.run_sweep. Sweep options are parsed here; every other
+"""dacer2-sweep: the command-line face of dacer2.train.sweep.run_sweep. Sweep options are parsed here; every other
 option is parsed as a dacer2-train option and becomes an override for all trials."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 import tyro
 
 from dacer2.config import TrainConfig
-from dacer2.sweep import NOT_OVERRIDABLE, SweepConfig, SweepError
+from dacer2.train.sweep import NOT_OVERRIDABLE, SweepConfig, SweepError
 
 
 def trial_overrides(args: list[str]) -> dict:
@@ -27,7 +27,7 @@ def trial_overrides(args: list[str]) -> dict:
 def sweep_main(argv: list[str] | None = None) -> int:
     config, rest = tyro.cli(SweepConfig, args=argv, return_unknown_args=True)
     from dacer2.cli.train import USER_ERRORS
-    from dacer2.sweep import run_sweep
+    from dacer2.train.sweep import run_sweep
 
     try:
         result = run_sweep(config, trial_overrides(rest))

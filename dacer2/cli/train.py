@@ -1,4 +1,4 @@
-"""dacer2-train: parses a TrainConfig with tyro (field docstrings become --help) and calls dacer2.trainer.train;
+"""dacer2-train: parses a TrainConfig with tyro (field docstrings become --help) and calls dacer2.train.trainer.train;
 expected failures (bad config, unknown env) become one line on stderr and exit code 2. USER_ERRORS is shared by
 the other commands, which report the same failures the same way."""
 
@@ -8,10 +8,10 @@ import sys
 
 import tyro
 
-from dacer2.checkpoint import CheckpointError, CheckpointWriteError
+from dacer2.train.checkpoint import CheckpointError, CheckpointWriteError
 from dacer2.config import TrainConfig
 from dacer2.envs import EnvError
-from dacer2.phase_times import describe
+from dacer2.train.phase_times import describe
 
 # Failures a user can act on: one line on stderr, no traceback.
 USER_ERRORS = (ValueError, EnvError, CheckpointError)
@@ -19,7 +19,7 @@ USER_ERRORS = (ValueError, EnvError, CheckpointError)
 
 def train_main(argv: list[str] | None = None) -> int:
     config = tyro.cli(TrainConfig, args=argv)
-    from dacer2.trainer import NonFiniteError, TrainingInterrupted, train  # after parsing: --help stays fast
+    from dacer2.train.trainer import NonFiniteError, TrainingInterrupted, train  # after parsing: --help stays fast
 
     try:
         result = train(config)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from dacer2.networks import CRITIC_CHOICES
+from dacer2.algo.networks import CRITIC_CHOICES
 from dacer2.ops import composed, cuda, reference
 from dacer2.ops._registry import ops
 from dacer2.ops.packing import critic_dims, denoiser_dims, pack_critic, pack_denoiser, schedule_tensor, unpack_denoiser

@@ -1,4 +1,4 @@
-"""The fused backends: the computations of dacer2.agent_backend.ReferenceChain and ReferenceCritic through the
+"""The fused backends: the computations of dacer2.algo.agent_backend.ReferenceChain and ReferenceCritic through the
 dacer2:: ops.
 
 Noise: acting (`act`) draws its noise inside the op from this object's rng tensor [seed, offset], which is
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from dacer2.acting import act_fused
-from dacer2.agent_backend import ReferenceChain, ReferenceCritic
-from dacer2.diffusion import ChainTrace, draw_chain_noise
+from dacer2.algo.acting import act_fused
+from dacer2.algo.agent_backend import ReferenceChain, ReferenceCritic
+from dacer2.algo.diffusion import ChainTrace, draw_chain_noise
 from dacer2.ops import CRITIC_MODES, new_rng_state, ops
 from dacer2.ops.packing import PackCache, critic_dims, pack_critic, pack_denoiser, schedule_tensor
 

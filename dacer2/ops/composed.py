@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from dacer2.diffusion import ReverseChain
-from dacer2.networks import CRITIC_CHOICES, twin_value
+from dacer2.algo.diffusion import ReverseChain
+from dacer2.algo.networks import CRITIC_CHOICES, twin_value
 from dacer2.ops.packing import critic_layers, unpack_denoiser
 from dacer2.ops.reference import critic_forward, mish_and_grad
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from dacer2.diffusion import ReverseChain
-from dacer2.networks import NoisePredictor, TwinDistributionalCritic
+from dacer2.algo.diffusion import ReverseChain
+from dacer2.algo.networks import NoisePredictor, TwinDistributionalCritic
 
 
 def denoiser_dims(actor: NoisePredictor, num_steps: int) -> list[int]:

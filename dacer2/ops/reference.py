@@ -1,6 +1,6 @@
 """Plain-PyTorch twins of every dacer2:: op: the test oracle, and the kernels registered for devices that have
 no fused kernel (CompositeExplicitAutograd). Each twin takes the op's exact arguments and returns its outputs,
-computed by the definitions the reference agent uses (ReverseChain's loop, add_exploration_noise, dacer2.qgrad,
+computed by the definitions the reference agent uses (ReverseChain's loop, add_exploration_noise, dacer2.algo.qgrad,
 twin_value) on the op's packed buffers.
 
 The in-op noise is a counter-based generator (so a kernel draws it from a seed/offset tensor, and a CUDA graph
@@ -16,9 +16,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dacer2 import qgrad
-from dacer2.diffusion import ReverseChain, add_exploration_noise
-from dacer2.networks import CRITIC_CHOICES, twin_value
+from dacer2.algo import qgrad
+from dacer2.algo.diffusion import ReverseChain, add_exploration_noise
+from dacer2.algo.networks import CRITIC_CHOICES, twin_value
 from dacer2.ops.packing import critic_layers, unpack_denoiser
 
 MASK32 = 0xFFFFFFFF

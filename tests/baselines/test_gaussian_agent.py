@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from dacer2.agent import DACER2Agent
+from dacer2.algo.agent import DACER2Agent
 from dacer2.baselines.gaussian_actor import GaussianActor
 from dacer2.config import TrainConfig
-from dacer2.heads import GaussianHead
-from dacer2.policy import Policy
-from dacer2.trainer import train
+from dacer2.algo.heads import GaussianHead
+from dacer2.deploy.policy import Policy
+from dacer2.train.trainer import train
 
 
 def test_algo_gaussian_trains_and_resumes_the_gaussian_agent(tmp_path, tiny_config):

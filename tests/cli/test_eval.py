@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dacer2.cli.eval import eval_main
-from dacer2.trainer import train
-from dacer2.video import RenderError, ensure_rendering
+from dacer2.train.trainer import train
+from dacer2.analysis.video import RenderError, ensure_rendering
 
 torch.set_num_threads(1)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from dacer2.cli.plot import plot_main
-from dacer2.plotting import aggregate, t975
-from dacer2.runs import final_return, load_run
+from dacer2.analysis.plotting import aggregate, t975
+from dacer2.analysis.runs import final_return, load_run
 from tests.run_dirs import fake_run
 
 

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from dacer2.checkpoint import load_checkpoint
+from dacer2.train.checkpoint import load_checkpoint
 
 
 def run_cli(*args, cwd=None):

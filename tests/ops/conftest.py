@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from dacer2.diffusion import DiffusionSchedule, ReverseChain
-from dacer2.networks import NoisePredictor, TwinDistributionalCritic
+from dacer2.algo.diffusion import DiffusionSchedule, ReverseChain
+from dacer2.algo.networks import NoisePredictor, TwinDistributionalCritic
 from dacer2.ops import pack_critic, pack_denoiser, schedule_tensor
 from dacer2.ops.packing import critic_dims
 

@@ -50,8 +50,8 @@ class Report:
 
 
 def denoiser(B, S, A, T, hidden, device):
-    from dacer2.diffusion import DiffusionSchedule, ReverseChain
-    from dacer2.networks import NoisePredictor
+    from dacer2.algo.diffusion import DiffusionSchedule, ReverseChain
+    from dacer2.algo.networks import NoisePredictor
     from dacer2.ops import pack_denoiser, schedule_tensor
 
     net = NoisePredictor(S, A, hidden).to(device)
@@ -108,7 +108,7 @@ def check_chain(report, case, device):
 
 def check_critic_action_grad(report, case, device):
     from dacer2.kernels import critic_action_grad as K
-    from dacer2.networks import TwinDistributionalCritic
+    from dacer2.algo.networks import TwinDistributionalCritic
     from dacer2.ops import pack_critic, reference
     from dacer2.ops.packing import critic_dims
 

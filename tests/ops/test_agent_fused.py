@@ -9,7 +9,7 @@ gradient's size, so equal updates mean equal parameters to rounding).
 import pytest
 import torch
 
-from dacer2.agent import Batch, DACER2Agent
+from dacer2.algo.agent import Batch, DACER2Agent
 from dacer2.config import TrainConfig
 from dacer2.ops import CPU_EXTENSION_ERROR, HAS_CPU_KERNELS, resolve_backend
 from dacer2.ops._registry import SCHEMAS

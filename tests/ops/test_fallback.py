@@ -18,8 +18,8 @@ SCRIPT = textwrap.dedent(
     assert any("dacer2._C does not import" in str(w.message) for w in caught), [str(w.message) for w in caught]
     from dacer2.ops import ops, reference, pack_critic, pack_denoiser, schedule_tensor
     from dacer2.ops.packing import critic_dims
-    from dacer2.networks import NoisePredictor, TwinDistributionalCritic
-    from dacer2.diffusion import DiffusionSchedule, ReverseChain
+    from dacer2.algo.networks import NoisePredictor, TwinDistributionalCritic
+    from dacer2.algo.diffusion import DiffusionSchedule, ReverseChain
 
     torch.manual_seed(0)
     B, S, A, T = 9, 5, 3, 4

@@ -12,8 +12,8 @@ SCRIPT = textwrap.dedent(
     """
     import torch
     from dacer2.kernels import chain_backward as K
-    from dacer2.networks import NoisePredictor
-    from dacer2.diffusion import DiffusionSchedule, ReverseChain
+    from dacer2.algo.networks import NoisePredictor
+    from dacer2.algo.diffusion import DiffusionSchedule, ReverseChain
     from dacer2.ops import ops, pack_denoiser, schedule_tensor, reference
     for B, S, A, T, hidden in [(1, 17, 6, 3, (64, 64)), (7, 4, 1, 1, (64,)), (40, 17, 17, 2, (64, 64))]:
         torch.manual_seed(0)

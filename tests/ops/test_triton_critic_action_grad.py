@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent(
     """
     import torch
     from dacer2.kernels import critic_action_grad as K
-    from dacer2.networks import TwinDistributionalCritic
+    from dacer2.algo.networks import TwinDistributionalCritic
     from dacer2.ops import pack_critic, reference
     from dacer2.ops.packing import critic_dims
     # (N, B, S, A, hidden): one or two programs of 32 rows

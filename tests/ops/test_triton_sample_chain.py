@@ -16,8 +16,8 @@ INTERPRETER_SCRIPT = textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     from dacer2.kernels import sample_chain as K
-    from dacer2.networks import NoisePredictor
-    from dacer2.diffusion import DiffusionSchedule, ReverseChain
+    from dacer2.algo.networks import NoisePredictor
+    from dacer2.algo.diffusion import DiffusionSchedule, ReverseChain
     from dacer2.ops import pack_denoiser, schedule_tensor, reference
 
     # (B, S, A, T, hidden): small grids (one or two programs); every batch 1/7, obs 4/17, action 1/6, T 1/5.
@@ -71,8 +71,8 @@ def test_every_config_compiles_for_sm90(dims):
 def test_cuda_dispatch_matches_twin():
     import torch
 
-    from dacer2.diffusion import DiffusionSchedule, ReverseChain
-    from dacer2.networks import NoisePredictor
+    from dacer2.algo.diffusion import DiffusionSchedule, ReverseChain
+    from dacer2.algo.networks import NoisePredictor
     from dacer2.ops import ops, pack_denoiser, reference, schedule_tensor
 
     torch.manual_seed(0)

@@ -37,7 +37,7 @@ Known convention differences, accommodated here, not tested:
   are fed, so the difference cannot show.
 - Which tied critic gives the sampled target: DACER's `jnp.where(q1 < q2, ...)` takes Q2 at a tie, our argmin Q1.
   Random weights never tie; the test feeds z of the critic DACER picks.
-- The entropy estimate (DACER: scikit-learn GaussianMixture via a host callback; ours: dacer2.entropy's EM) is not
+- The entropy estimate (DACER: scikit-learn GaussianMixture via a host callback; ours: dacer2.algo.entropy's EM) is not
   compared: both sides are given the same constant entropy, so the alpha step itself is.
 - Exploration noise scale: DACER hard-codes k = 0.15 (relax/network/dacer.py, DACERNet.get_action); our presets
   use 0.1 except HalfCheetah and Humanoid (0.15). env_id HalfCheetah-v5 gives 0.15 here.
@@ -62,9 +62,9 @@ _REASON = peer_unavailable()
 if _REASON:
     pytest.skip(_REASON, allow_module_level=True)
 
-from dacer2.agent import Batch, DACER2Agent, distributional_critic_loss  # noqa: E402
+from dacer2.algo.agent import Batch, DACER2Agent, distributional_critic_loss  # noqa: E402
 from dacer2.config import TrainConfig  # noqa: E402
-from dacer2.diffusion import DiffusionSchedule, sinusoidal_embedding  # noqa: E402
+from dacer2.algo.diffusion import DiffusionSchedule, sinusoidal_embedding  # noqa: E402
 from dacer2.ops import schedule_tensor  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(CLOSED_JAXPR_WARNING)
