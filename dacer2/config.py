@@ -49,7 +49,7 @@ ENV_PRESETS: dict[str, dict] = {
     "InvertedDoublePendulum": dict(learning_starts=5_000, total_steps=200_000),
     # Multimodality needs exploration: at the papers' k = 0.1 the policy collapses onto one goal, at k = 0.3 it
     # keeps two, at k = 0.7 all four; longer training adds modes too, 60k steps gives all four on 3 of 5 seeds
-    # (docs/evaluation.md, "Multimodality: 5 + 5 seeds").
+    # (docs/evaluation.md, "Multimodality").
     "dacer2/MultiGoal": dict(
         learning_starts=5_000, eta=1.0, total_steps=60_000, noise_scale=0.7, actor_hidden=(64, 64, 64),
         critic_hidden=(64, 64, 64),
