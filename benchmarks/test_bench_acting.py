@@ -53,18 +53,18 @@ def make_policy(backend):
     """The deployment Policy around the same actor as make_agent's, built without a checkpoint file."""
     import numpy as np
 
-    from dacer2.algo.diffusion import DiffusionSchedule, ReverseChain
+    from dacer2.algo.heads import DiffusionHead
     from dacer2.deploy.policy import Policy, PolicyInfo
-    from dacer2.deploy.policy_backends import FusedDiffusion, ReferenceDiffusion
 
     agent = make_agent("reference")
     cfg = agent.cfg
-    net = ReferenceDiffusion(agent.actor, ReverseChain(DiffusionSchedule.vp(cfg.diffusion_steps)), agent.log_alpha,
-                             cfg.noise_scale, cfg.deterministic_chain_noise)
-    if backend == "fused":
-        net = FusedDiffusion(net)
+    head = DiffusionHead(OBS, ACT, cfg)
+    head.actor.load_state_dict(agent.actor.state_dict())
+    head.actor.eval().requires_grad_(False)
+    generator = torch.Generator()
+    head.attach(agent.log_alpha.detach().clone(), generator, backend)
     info = PolicyInfo(cfg.env_id, "diffusion", OBS, ACT, 0, None, backend)
-    return Policy(net, info, -np.ones(ACT), np.ones(ACT), cfg, torch.device("cpu"))
+    return Policy(head, info, -np.ones(ACT), np.ones(ACT), cfg, torch.device("cpu"), generator)
 
 
 @pytest.mark.parametrize("backend", ["reference", "fused"])

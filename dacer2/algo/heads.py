@@ -28,7 +28,8 @@ class PolicyHead(Protocol):
     traces: bool  # whether trace() exists, i.e. whether L_g has visited states to supervise
 
     def attach(self, log_alpha: torch.Tensor, generator: torch.Generator, backend: str) -> None:
-        """Bind the agent's alpha and random generator, and compute on `backend` ("reference" or "fused")."""
+        """Bind the agent's (or a deployed Policy's) alpha and random generator, and compute on `backend`
+        ("reference" or "fused")."""
 
     def sample(self, obs: torch.Tensor, chain_noise: bool = True) -> torch.Tensor:
         """The policy's action before the exploration noise, [B, A]; differentiable w.r.t. the actor's weights in
@@ -36,11 +37,6 @@ class PolicyHead(Protocol):
 
     def act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         """Executed actions in [-1, 1] without recording a graph: deterministic = no exploration noise."""
-
-    @staticmethod
-    def policy_module(obs_dim: int, action_dim: int, cfg: TrainConfig, log_alpha: torch.Tensor):
-        """(actor, module) for deployment: the head's network to load trained weights into, and the plain-PyTorch
-        acting module around it (dacer2/deploy/policy_backends.py) that Policy.load serves."""
 
 
 class DiffusionHead:
@@ -54,11 +50,13 @@ class DiffusionHead:
         self.chain = ReverseChain(DiffusionSchedule.vp(cfg.diffusion_steps))
         self.actor = NoisePredictor(obs_dim, action_dim, cfg.actor_hidden, cfg.activation)
         self.compute = None  # the chain backend, built by attach()
+        self.log_alpha: torch.Tensor | None = None
 
     def attach(self, log_alpha: torch.Tensor, generator: torch.Generator, backend: str) -> None:
         from dacer2.algo.agent_backend import ReferenceChain
 
         cfg = self.cfg
+        self.log_alpha = log_alpha
         reference = ReferenceChain(self.actor, self.chain, log_alpha, generator, cfg.noise_scale,
                                    cfg.qgrad_stop_gradient)
         if backend == "fused":
@@ -87,16 +85,6 @@ class DiffusionHead:
     def qgrad_loss(self, eps: torch.Tensor, grad_q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return self.compute.qgrad_loss(eps, grad_q, weight)
 
-    @staticmethod
-    def policy_module(obs_dim: int, action_dim: int, cfg: TrainConfig, log_alpha: torch.Tensor):
-        """(actor, deployable acting module) for Policy.load: the untrained actor, to load weights into."""
-        from dacer2.algo.networks import NoisePredictor
-        from dacer2.deploy.policy_backends import ReferenceDiffusion
-
-        actor = NoisePredictor(obs_dim, action_dim, cfg.actor_hidden, cfg.activation)
-        chain = ReverseChain(DiffusionSchedule.vp(cfg.diffusion_steps))
-        return actor, ReferenceDiffusion(actor, chain, log_alpha, cfg.noise_scale, cfg.deterministic_chain_noise)
-
 
 class GaussianHead:
     family = "gaussian"
@@ -124,14 +112,6 @@ class GaussianHead:
         if deterministic:  # the mean, whatever deterministic_chain_noise says: that switch is about the chain
             return self.actor.sample(obs, None, deterministic=True)
         return add_exploration_noise(self.sample(obs), self.log_alpha.exp(), self.cfg.noise_scale, self.generator)
-
-    @staticmethod
-    def policy_module(obs_dim: int, action_dim: int, cfg: TrainConfig, log_alpha: torch.Tensor):
-        from dacer2.baselines.gaussian_actor import GaussianActor
-        from dacer2.deploy.policy_backends import ReferenceGaussian
-
-        actor = GaussianActor(obs_dim, action_dim, cfg.actor_hidden, cfg.activation)
-        return actor, ReferenceGaussian(actor, log_alpha, cfg.noise_scale)
 
 
 HEADS: dict[str, type] = {head.family: head for head in (DiffusionHead, GaussianHead)}

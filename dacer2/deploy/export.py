@@ -54,12 +54,12 @@ class UnrolledPolicy(nn.Module):
 
 
 def unrolled_policy(policy) -> UnrolledPolicy:
-    """The exportable module of a loaded dacer2.Policy (diffusion policies only)."""
+    """The exportable module of a loaded dacer2.Policy (diffusion policies only): its head's actor and chain."""
     if policy.info.policy_family != "diffusion":
         raise ValueError(f"dacer2-export exports diffusion policies; this run's policy is {policy.info.policy_family}")
-    reference = policy.reference_module()
-    alpha_scale = float(reference.log_alpha.exp()) * reference.noise_scale
-    return UnrolledPolicy(reference.actor, reference.chain, alpha_scale, policy.action_low, policy.action_high).eval()
+    head = policy.head
+    alpha_scale = float(head.log_alpha.exp()) * policy.config.noise_scale
+    return UnrolledPolicy(head.actor, head.chain, alpha_scale, policy.action_low, policy.action_high).eval()
 
 
 def export_onnx(policy, path: str | Path) -> tuple[Path, UnrolledPolicy]:

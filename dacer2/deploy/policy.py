@@ -1,8 +1,9 @@
 """Deployment API: `Policy.load(path)` then `policy.act(obs)`, numpy in, numpy out, in the environment's own
 action bounds.
 
-Only what acting needs is built and loaded: the actor, the diffusion chain (fixed constants) and log_alpha. No
-critics, replay buffer or optimisers, so a checkpoint's training state is never materialised as modules.
+Only what acting needs is built and loaded: the run's policy head (dacer2/algo/heads.py) with its actor and
+log_alpha. No critics, replay buffer or optimisers, so a checkpoint's training state is never materialised as
+modules. The Policy acts through the head, exactly as the training agent does.
 
 Randomness comes from `policy.generator` (a torch.Generator seeded by `Policy.load(..., seed=...)` or
 `policy.seed(...)`), drawn in the backend's noise layout, the training agent's (dacer2/algo/acting.py): with the same
@@ -21,9 +22,25 @@ import torch
 
 from dacer2.train.checkpoint import CheckpointError, load_checkpoint
 from dacer2.config import TrainConfig
-from dacer2.deploy.policy_backends import FusedDiffusion, select_backend
 
 DIFFUSION = "diffusion"
+
+
+def select_backend(name: str, family: str, device: torch.device | str = "cpu", activation: str = "mish") -> str:
+    """"fused" or "reference" for this policy: the named one (checked) or, for "auto", the fastest available."""
+    if name not in ("auto", "fused", "reference"):
+        raise ValueError(f"unknown policy backend {name!r}; choose auto, fused or reference")
+    if family != "diffusion":
+        if name == "fused":
+            raise ValueError(f"the fused backend implements the diffusion policy only, not {family} policies")
+        return "reference"
+    try:
+        from dacer2.ops import resolve_backend
+    except ImportError:  # the ops package failed to import: the reference always works
+        if name == "fused":
+            raise ValueError("the fused backend is unavailable here (dacer2.ops failed to import)") from None
+        return "reference"
+    return resolve_backend(name, device, activation)
 
 
 class PolicyInputError(ValueError):
@@ -58,11 +75,10 @@ class PolicyInfo:
 
 
 class Policy:
-    def __init__(self, backend_module: torch.nn.Module, info: PolicyInfo, low: np.ndarray, high: np.ndarray,
-                 config: TrainConfig, device: torch.device, seed: int = 0):
-        self._net = backend_module.eval()
-        # forward itself, not Module.__call__: the hook machinery costs several us per action at batch 1.
-        self._forward = self._net.forward
+    def __init__(self, head, info: PolicyInfo, low: np.ndarray, high: np.ndarray, config: TrainConfig,
+                 device: torch.device, generator: torch.Generator, seed: int = 0):
+        self.head = head  # a dacer2.algo.heads head, attached to `generator`
+        self._act = head.act
         self.info = info
         self.config = config
         self.device = device
@@ -70,7 +86,7 @@ class Policy:
         self.action_high = np.asarray(high, dtype=np.float64)
         if self.action_low.shape != (info.action_dim,) or self.action_high.shape != (info.action_dim,):
             raise ValueError(f"action bounds must have shape ({info.action_dim},), got {self.action_low.shape}")
-        self.generator = torch.Generator(device)
+        self.generator = generator
         self.generator.manual_seed(seed)
         # [-1, 1] -> [low, high] (the inverse of the RescaleAction wrapper trained behind) as a float32 multiply-add.
         self._half_range = ((self.action_high - self.action_low) / 2.0).astype(np.float32)
@@ -108,28 +124,20 @@ class Policy:
         if family not in HEADS:
             raise CheckpointError(f"{ckpt}: unknown policy family {family!r} (known: {', '.join(HEADS)})")
         name = select_backend(backend, family, device, config.activation)
-        actor_state = {k[len("actor."):]: v for k, v in modules.items() if k.startswith("actor.")}
-        actor, net = HEADS[family].policy_module(obs_dim, action_dim, config, modules["log_alpha"])
+        head = HEADS[family](obs_dim, action_dim, config)
         try:
-            actor.load_state_dict(actor_state)
+            head.actor.load_state_dict({k[len("actor."):]: v for k, v in modules.items() if k.startswith("actor.")})
         except RuntimeError as exc:
             raise CheckpointError(f"{ckpt}: actor weights do not fit the stored config ({exc})") from exc
-        net.to(device)
-        if name == "fused":
-            net = FusedDiffusion(net)
+        head.actor.to(device).eval().requires_grad_(False)
+        generator = torch.Generator(device)
+        head.attach(modules["log_alpha"].detach().to(device), generator, name)
         if action_bounds is None:
             from dacer2.envs import action_bounds as env_action_bounds
 
             action_bounds = env_action_bounds(config.env_id)
         info = PolicyInfo(config.env_id, family, obs_dim, action_dim, int(payload.get("env_steps", 0)), ckpt, name)
-        return cls(net, info, action_bounds[0], action_bounds[1], config, torch.device(device), seed)
-
-    def reference_module(self) -> torch.nn.Module:
-        """The plain-PyTorch acting module (actor, chain, log_alpha) behind a policy loaded with
-        backend="reference": what dacer2-export unrolls."""
-        if self.info.backend != "reference":
-            raise ValueError("the plain-PyTorch module exists for backend='reference' policies only")
-        return self._net
+        return cls(head, info, action_bounds[0], action_bounds[1], config, torch.device(device), generator, seed)
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
@@ -137,7 +145,7 @@ class Policy:
     # ------------------------------------------------------------------------------------------------------
     def act_normalized(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """Batch of states [N, S] (tensor) -> actions in [-1, 1]: for code that steps rescaled envs."""
-        return self._forward(obs, deterministic, self.generator)
+        return self._act(obs, deterministic)
 
     def act(self, obs, deterministic: bool = True) -> np.ndarray:
         """obs: [S] or [N, S] -> action [A] or [N, A] (float32) within the env's action bounds."""
@@ -161,9 +169,9 @@ class Policy:
     def _act_checked(self, x: np.ndarray, single: bool, deterministic: bool) -> np.ndarray:
         batch = torch.from_numpy(x.reshape(1, -1) if single else x)
         if self._on_cpu:
-            action = self._forward(batch, deterministic, self.generator).numpy()
+            action = self._act(batch, deterministic).numpy()
         else:
-            action = self._forward(batch.to(self.device), deterministic, self.generator).cpu().numpy()
+            action = self._act(batch.to(self.device), deterministic).cpu().numpy()
         # In place: ufuncs cost ~1 us each at batch 1, np.clip several. The clip guards rounding at the bounds
         # (the chain's last posterior step need not land exactly inside [-1, 1]).
         np.multiply(action, self._half_range, out=action)

@@ -108,10 +108,15 @@ def test_same_seed_same_actions_and_loads_actor_only(run_dir):
     b = dacer2.Policy.load(run_dir, seed=7, backend="reference")
     obs = np.zeros((4, 4), dtype=np.float32)
     np.testing.assert_array_equal(a.act(obs, deterministic=False), b.act(obs, deterministic=False))
-    names = {name for name, _ in a._net.named_parameters()}
-    assert names and all(name.startswith("actor.") for name in names)  # no critic, no target critic
+    # Only the head is built: its actor, frozen; no critic, target critic or optimiser anywhere.
+    from dacer2.algo.heads import DiffusionHead
+    from dacer2.algo.networks import NoisePredictor
+
+    assert isinstance(a.head, DiffusionHead) and isinstance(a.head.actor, NoisePredictor)
+    assert not any(p.requires_grad for p in a.head.actor.parameters())
+    assert not any(hasattr(a, name) for name in ("critic", "critic_target", "actor_optimizer"))
     fused = dacer2.Policy.load(run_dir, backend="fused")
-    assert {name for name, _ in fused._net.named_buffers()} == {"packed", "sched", "alpha_scale", "rng"}
+    assert fused.head.compute.name == "fused" and a.head.compute.name == "reference"
 
 
 def test_fused_and_reference_policies_agree_in_distribution(run_dir):
