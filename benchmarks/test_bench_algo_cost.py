@@ -51,9 +51,8 @@ def _replay_like_batch(n: int, obs_dim: int, action_dim: int) -> Batch:
 
 
 def _policy_text(agent) -> str:
-    family = getattr(agent, "policy_family", "diffusion")
-    if family != "diffusion":
-        return f"{family} head"
+    if agent.policy_family != "diffusion":
+        return f"{agent.policy_family} head"
     return f"T={agent.cfg.diffusion_steps} eta={agent.cfg.eta:g}"
 
 

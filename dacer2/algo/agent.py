@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import copy
 import math
+
 import torch
 from torch import nn
 
-from dacer2.config import TrainConfig
 from dacer2.algo.agent_backend import CriticBackend, ReferenceCritic
 from dacer2.algo.diffusion import ChainTrace, add_exploration_noise, temporal_weight
 from dacer2.algo.entropy import estimate_entropy
 from dacer2.algo.heads import PolicyHead, head_for
-from dacer2.train.replay import Batch  # the replay batch the update consumes
 from dacer2.algo.networks import TwinDistributionalCritic
+from dacer2.config import TrainConfig
+from dacer2.train.replay import Batch  # the replay batch the update consumes
 
 # Constants the algorithm fixes that are not flags (docs/algorithm.md).
 CRITIC_LOSS_EPS = 0.1  # the eps of the DSAC-T loss (section 2)
