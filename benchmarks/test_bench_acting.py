@@ -53,16 +53,16 @@ def make_policy(backend):
     """The deployment Policy around the same actor as make_agent's, built without a checkpoint file."""
     import numpy as np
 
-    from dacer2.algo.heads import DiffusionHead
+    from dacer2.algo.heads import build_head
     from dacer2.deploy.policy import Policy, PolicyInfo
 
     agent = make_agent("reference")
     cfg = agent.cfg
-    head = DiffusionHead(OBS, ACT, cfg)
+    head = build_head("diffusion", OBS, ACT, cfg, backend)
     head.actor.load_state_dict(agent.actor.state_dict())
     head.actor.eval().requires_grad_(False)
     generator = torch.Generator()
-    head.attach(agent.log_alpha.detach().clone(), generator, backend)
+    head.attach(agent.log_alpha.detach().clone(), generator)
     info = PolicyInfo(cfg.env_id, "diffusion", OBS, ACT, 0, None, backend)
     return Policy(head, info, -np.ones(ACT), np.ones(ACT), cfg, torch.device("cpu"), generator)
 

@@ -1,10 +1,10 @@
 """DACER2, top to bottom: acting with the reverse diffusion chain, the distributional critic update, the policy
 update L_q + eta L_g, target and alpha updates. Section numbers refer to docs/algorithm.md.
 
-The policy is a head chosen by --algo (dacer2/algo/heads.py): for DACER2 the reverse diffusion chain. The head samples
-and acts; the chain, the critic's value and action-gradient and L_g's pieces are computed by a backend
-(dacer2/algo/agent_backend.py): the plain-PyTorch reference, which defines them, or the fused dacer2:: ops, which must
-reproduce it.
+The policy is a head chosen by --algo (dacer2/algo/heads.py): for DACER2 the reverse diffusion chain, which samples,
+acts and computes L_g's pieces; the critic's value and action-gradient come from a critic backend
+(dacer2/algo/agent_backend.py). Each is plain PyTorch, the definition, or the fused dacer2:: ops, which must
+reproduce it (dacer2/ops/agent_backend.py).
 
 Actions live in [-1, 1]^A; the environment wrapper rescales them to the env's bounds.
 """
@@ -61,9 +61,13 @@ class DACER2Agent(nn.Module):
         self.obs_dim, self.action_dim = obs_dim, action_dim
         self.device = torch.device(device)
 
+        # Compute backend: "fused" dacer2:: ops or the plain-PyTorch "reference" (resolution: dacer2/ops/__init__.py).
+        from dacer2.ops import resolve_backend
+
+        self.backend = resolve_backend(cfg.backend, self.device, cfg.activation)
         # Section 1: the policy, a head chosen by --algo; for DACER2 the reverse chain of a small diffusion model.
         # Built first, so its initial weights are the first drawn from the seed.
-        self.head: PolicyHead = head_for(cfg, obs_dim, action_dim)
+        self.head: PolicyHead = head_for(cfg, obs_dim, action_dim, self.backend)
         self.actor = self.head.actor
         # Section 2: twin distributional critics (stacked weights) and their target copies.
         self.critic = TwinDistributionalCritic(obs_dim, action_dim, cfg.critic_hidden, cfg.activation)
@@ -87,11 +91,7 @@ class DACER2Agent(nn.Module):
         self.num_updates = 0
         self._sigma_running_initialised = False
         self._last_policy_metrics: dict[str, torch.Tensor] = {}
-        # Compute backend: "fused" dacer2:: ops or the plain-PyTorch "reference" (resolution: dacer2/ops/__init__.py).
-        from dacer2.ops import resolve_backend
-
-        self.backend = resolve_backend(cfg.backend, self.device, cfg.activation)
-        self.head.attach(self.log_alpha, self.generator, self.backend)
+        self.head.attach(self.log_alpha, self.generator)
         self.critic_compute: CriticBackend = ReferenceCritic(self.critic)
         if self.backend == "fused":
             from dacer2.ops.agent_backend import FusedCritic

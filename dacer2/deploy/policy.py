@@ -119,19 +119,19 @@ class Policy:
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"{ckpt} lacks {exc} needed to build a policy") from exc
         family = payload.get("policy_family", DIFFUSION)
-        from dacer2.algo.heads import HEADS
+        from dacer2.algo.heads import HEADS, build_head
 
         if family not in HEADS:
             raise CheckpointError(f"{ckpt}: unknown policy family {family!r} (known: {', '.join(HEADS)})")
         name = select_backend(backend, family, device, config.activation)
-        head = HEADS[family](obs_dim, action_dim, config)
+        head = build_head(family, obs_dim, action_dim, config, name)
         try:
             head.actor.load_state_dict({k[len("actor."):]: v for k, v in modules.items() if k.startswith("actor.")})
         except RuntimeError as exc:
             raise CheckpointError(f"{ckpt}: actor weights do not fit the stored config ({exc})") from exc
         head.actor.to(device).eval().requires_grad_(False)
         generator = torch.Generator(device)
-        head.attach(modules["log_alpha"].detach().to(device), generator, name)
+        head.attach(modules["log_alpha"].detach().to(device), generator)
         if action_bounds is None:
             from dacer2.envs import action_bounds as env_action_bounds
 

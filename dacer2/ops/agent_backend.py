@@ -1,15 +1,15 @@
-"""The fused backends: the computations of dacer2.algo.agent_backend.ReferenceChain and ReferenceCritic through the
-dacer2:: ops.
+"""The fused backends: the diffusion head (dacer2.algo.heads.DiffusionHead) and the critic computations
+(dacer2.algo.agent_backend.ReferenceCritic) through the dacer2:: ops.
 
-Noise: acting (`act`) draws its noise inside the op from this object's rng tensor [seed, offset], which is
-refilled from the agent's torch.Generator each call (so acting is reproducible from the generator state that
-checkpoints save, though not the same numbers as the reference's torch.randn). Every other chain (critic targets,
-entropy estimate, policy loss) draws its noise with draw_chain_noise, as the reference chain does, and injects it,
-so a fused update equals a reference update with the same seed up to float rounding. The op's stacked [T, B, A]
+Noise: acting (`act`) draws its noise inside the op from this head's rng tensor [seed, offset], which is refilled
+from the agent's torch.Generator each call (so acting is reproducible from the generator state that checkpoints
+save, though not the same numbers as the reference's torch.randn). Every other chain (critic targets, entropy
+estimate, policy loss) draws its noise with draw_chain_noise, as the reference chain does, and injects it, so a
+fused update equals a reference update with the same seed up to float rounding. The op's stacked [T, B, A]
 outputs go to the agent as they are.
 
-Where an op cannot serve, the reference backend it wraps does: the chain whose eps must keep their gradient into
-x_t (qgrad_stop_gradient off), and a critic value whose obs requires grad (the op gives obs no gradient).
+Where an op cannot serve, the reference computation does: the chain whose eps must keep their gradient into x_t
+(qgrad_stop_gradient off), and a critic value whose obs requires grad (the op gives obs no gradient).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from __future__ import annotations
 import torch
 
 from dacer2.algo.acting import act_fused
-from dacer2.algo.agent_backend import ReferenceChain, ReferenceCritic
+from dacer2.algo.agent_backend import ReferenceCritic
 from dacer2.algo.diffusion import ChainTrace, draw_chain_noise
+from dacer2.algo.heads import DiffusionHead
 from dacer2.ops import CRITIC_MODES, new_rng_state, ops
 from dacer2.ops.packing import PackCache, critic_dims, pack_critic, pack_denoiser, schedule_tensor
 
@@ -40,22 +41,18 @@ class _CriticValue(torch.autograd.Function):
         return None, grad_q[..., None] * g, None, None, None
 
 
-class FusedChain:
-    name = "fused"
+class FusedDiffusionHead(DiffusionHead):
+    backend = "fused"
 
-    def __init__(self, reference: ReferenceChain, seed: int):
-        self.reference = reference
-        actor = reference.actor
-        self.actor, self.generator = actor, reference.generator
-        self.T = reference.chain.num_steps
-        self.chain = reference.chain
-        self.log_alpha, self.noise_scale = reference.log_alpha, reference.noise_scale
+    def attach(self, log_alpha: torch.Tensor, generator: torch.Generator) -> None:
+        super().attach(log_alpha, generator)
+        actor, self.T = self.actor, self.chain.num_steps
         self.actor_cache = PackCache(actor, lambda: pack_denoiser(actor, self.T))
-        self.rng = new_rng_state(seed, self.log_alpha.device)
+        self.rng = new_rng_state(self.cfg.seed, log_alpha.device)
         self._sched: dict = {}
         self._alpha_key, self._alpha_scale = None, None
         self._act_state = None
-        self._act_params = [*actor.parameters(), self.log_alpha]
+        self._act_params = [*actor.parameters(), log_alpha]
         self._sample = ops.sample_chain.default
 
     def sched(self, dtype, device) -> torch.Tensor:
@@ -69,12 +66,12 @@ class FusedChain:
         key = (log_alpha._version, log_alpha.device, log_alpha.dtype)
         if key != self._alpha_key:
             with torch.no_grad():
-                self._alpha_scale = log_alpha.exp() * self.noise_scale
+                self._alpha_scale = log_alpha.exp() * self.cfg.noise_scale
             self._alpha_key = key
         return self._alpha_scale
 
     # ---- acting --------------------------------------------------------------------------------------------
-    def act(self, obs: torch.Tensor, chain_noise: bool, explore: bool) -> torch.Tensor:
+    def act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         # The batch-1 hot path: one version check covers the actor's weights and alpha; everything the op
         # needs besides obs is cached (packed weights, schedule, alpha * k, the rng tensor on the right device).
         params = self._act_params
@@ -87,13 +84,14 @@ class FusedChain:
                 self.rng = self.rng.to(packed.device)
             state = self._act_state = (key, packed, dims, self.sched(packed.dtype, packed.device), self.alpha_scale())
         _, packed, dims, sched, alpha_scale = state
+        chain_noise = self.cfg.deterministic_chain_noise if deterministic else True
         # A fresh random (seed, offset) from the agent's generator per call: acting stays reproducible from the
         # generator state (tests, checkpoint resume, a Policy with the same seed) at the cost of one tiny draw.
         return act_fused(self._sample, obs, packed, dims, sched, alpha_scale, self.rng, self.generator, chain_noise,
-                         explore)
+                         not deterministic)
 
     # ---- chains with generator noise ------------------------------------------------------------------------
-    def sample(self, obs: torch.Tensor, chain_noise: bool) -> torch.Tensor:
+    def sample(self, obs: torch.Tensor, chain_noise: bool = True) -> torch.Tensor:
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.actor.parameters()):
             return self.trace(obs, chain_noise).action
         # No graph wanted (critic targets, entropy estimate): the acting op, with injected noise. It keeps no
@@ -105,11 +103,11 @@ class FusedChain:
         return ops.sample_chain(obs, packed, dims, self.sched(obs.dtype, obs.device), self.alpha_scale(), self.rng,
                                 noise, chain_noise, False)
 
-    def trace(self, obs: torch.Tensor, chain_noise: bool) -> ChainTrace:
-        if not self.reference.qgrad_stop_gradient:
+    def trace(self, obs: torch.Tensor, chain_noise: bool = True) -> ChainTrace:
+        if not self.cfg.qgrad_stop_gradient:
             # L_g through the chain's own x_t: keep every intermediate x_t a node of the autograd graph (callers
             # may differentiate w.r.t. them), so use the module chain; L_g's pieces stay fused.
-            return self.reference.trace(obs, chain_noise)
+            return super().trace(obs, chain_noise)
         obs = obs.contiguous()
         packed, dims = pack_denoiser(self.actor, self.T)
         noise = draw_chain_noise(self.T, obs, self.actor.action_dim, self.generator, chain_noise=chain_noise)
@@ -129,8 +127,6 @@ class FusedChain:
 
 
 class FusedCritic:
-    name = "fused"
-
     def __init__(self, reference: ReferenceCritic, obs_dim: int, action_dim: int):
         self.reference = reference
         critic = reference.critic

@@ -9,7 +9,7 @@ import torch
 from dacer2.algo.agent import DACER2Agent
 from dacer2.baselines.gaussian_actor import GaussianActor
 from dacer2.config import TrainConfig
-from dacer2.algo.heads import GaussianHead
+from dacer2.algo.heads import GaussianHead, build_head
 from dacer2.deploy.policy import Policy
 from dacer2.train.trainer import train
 
@@ -37,7 +37,7 @@ def test_the_gaussian_head_builds_no_diffusion_network():
     assert optimised == {id(p) for p in agent.actor.parameters()}
     assert (agent.cfg.eta, agent.backend) == (0.0, "reference")
     with pytest.raises(ValueError, match="no fused kernels"):
-        agent.head.attach(agent.log_alpha, agent.generator, "fused")
+        build_head("gaussian", 4, 2, agent.cfg, "fused")
     obs = torch.randn(5, 4)
     # deterministic: the Gaussian mean, the same on every call
     assert torch.equal(agent.act(obs, deterministic=True), agent.act(obs, deterministic=True))

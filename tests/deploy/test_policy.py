@@ -116,7 +116,7 @@ def test_same_seed_same_actions_and_loads_actor_only(run_dir):
     assert not any(p.requires_grad for p in a.head.actor.parameters())
     assert not any(hasattr(a, name) for name in ("critic", "critic_target", "actor_optimizer"))
     fused = dacer2.Policy.load(run_dir, backend="fused")
-    assert fused.head.compute.name == "fused" and a.head.compute.name == "reference"
+    assert fused.head.backend == fused.info.backend == "fused" and a.head.backend == "reference"
 
 
 def test_fused_and_reference_policies_agree_in_distribution(run_dir):
