@@ -79,7 +79,9 @@ void check_float(const Tensor& t, const char* name, const Tensor& ref) {
   TORCH_CHECK(t.is_contiguous(), "dacer2: ", name, " must be contiguous");
 }
 
-void check_shape(const Tensor& t, const char* name, std::vector<int64_t> shape) {
+// check_float, then the exact shape.
+void check_tensor(const Tensor& t, const char* name, const Tensor& ref, std::vector<int64_t> shape) {
+  check_float(t, name, ref);
   TORCH_CHECK(t.sizes().vec() == shape, "dacer2: ", name, " must have shape ", c10::IntArrayRef(shape), ", got ",
               t.sizes());
 }
@@ -87,10 +89,8 @@ void check_shape(const Tensor& t, const char* name, std::vector<int64_t> shape) 
 void check_common(const Tensor& obs, const Tensor& packed, const Tensor& sched, const Layout& l) {
   TORCH_CHECK(obs.dim() == 2 && obs.size(1) == l.S, "dacer2: obs must be [B, ", l.S, "], got ", obs.sizes());
   check_float(obs, "obs", obs);
-  check_float(packed, "packed", obs);
-  check_float(sched, "sched", obs);
-  check_shape(packed, "packed", {l.numel});
-  check_shape(sched, "sched", {5, l.T});
+  check_tensor(packed, "packed", obs, {l.numel});
+  check_tensor(sched, "sched", obs, {5, l.T});
 }
 
 // [rows, cols] view of the flat packed buffer at offset off.
@@ -182,10 +182,7 @@ Tensor sample_chain_cpu(const Tensor& obs, const Tensor& packed, c10::IntArrayRe
               rng.sizes());
   TORCH_CHECK(rng.device() == obs.device(), "dacer2: rng is on ", rng.device(), " but obs is on ", obs.device());
   const int64_t B = obs.size(0), A = l.A, Tn = l.T;
-  if (noise.has_value()) {
-    check_float(*noise, "noise", obs);
-    check_shape(*noise, "noise", {Tn + 1, B, A});
-  }
+  if (noise.has_value()) check_tensor(*noise, "noise", obs, {Tn + 1, B, A});
   Tensor out = at::empty({B, A}, obs.options());
   if (B == 0) return out;
   int64_t* st = rng.data_ptr<int64_t>();
@@ -226,8 +223,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> chain_forward_cpu(const Tenso
   const Layout l = make_layout(dims);
   check_common(obs, packed, sched, l);
   const int64_t B = obs.size(0), A = l.A, Tn = l.T;
-  check_float(noise, "noise", obs);
-  check_shape(noise, "noise", {Tn, B, A});
+  check_tensor(noise, "noise", obs, {Tn, B, A});
   Tensor action = at::empty({B, A}, obs.options());
   Tensor visited = at::empty({Tn, B, A}, obs.options());
   Tensor eps = at::empty({Tn, B, A}, obs.options());
@@ -249,26 +245,14 @@ std::tuple<Tensor, Tensor> chain_backward_cpu(const Tensor& grad_action, const s
   const Layout l = make_layout(dims);
   check_common(obs, packed, sched, l);
   const int64_t B = obs.size(0), A = l.A, Tn = l.T, L = l.L;
-  check_float(grad_action, "grad_action", obs);
-  check_shape(grad_action, "grad_action", {B, A});
-  check_float(noise, "noise", obs);  // the reference twin recomputes from it; this kernel does not need it
-  check_shape(noise, "noise", {Tn, B, A});
-  check_float(visited, "visited", obs);
-  check_shape(visited, "visited", {Tn, B, A});
-  check_float(eps, "eps", obs);
-  check_shape(eps, "eps", {Tn, B, A});
-  check_float(saved_h, "saved_h", obs);
-  check_shape(saved_h, "saved_h", {Tn * B * l.sumH});
-  check_float(saved_d, "saved_d", obs);
-  check_shape(saved_d, "saved_d", {Tn * B * l.sumH});
-  if (grad_visited.has_value()) {
-    check_float(*grad_visited, "grad_visited", obs);
-    check_shape(*grad_visited, "grad_visited", {Tn, B, A});
-  }
-  if (grad_eps.has_value()) {
-    check_float(*grad_eps, "grad_eps", obs);
-    check_shape(*grad_eps, "grad_eps", {Tn, B, A});
-  }
+  check_tensor(grad_action, "grad_action", obs, {B, A});
+  check_tensor(noise, "noise", obs, {Tn, B, A});  // unused here; the reference twin recomputes from it
+  check_tensor(visited, "visited", obs, {Tn, B, A});
+  check_tensor(eps, "eps", obs, {Tn, B, A});
+  check_tensor(saved_h, "saved_h", obs, {Tn * B * l.sumH});
+  check_tensor(saved_d, "saved_d", obs, {Tn * B * l.sumH});
+  if (grad_visited.has_value()) check_tensor(*grad_visited, "grad_visited", obs, {Tn, B, A});
+  if (grad_eps.has_value()) check_tensor(*grad_eps, "grad_eps", obs, {Tn, B, A});
   Tensor grad_packed = at::zeros({l.numel}, obs.options());
   Tensor grad_obs = at::zeros({B, l.S}, obs.options());
   if (B == 0) return {grad_obs, grad_packed};
@@ -364,10 +348,8 @@ std::tuple<Tensor, Tensor> chain_backward_cpu(const Tensor& grad_action, const s
 void check_qgrad(const Tensor& eps, const Tensor& g, const Tensor& w) {
   TORCH_CHECK(eps.dim() == 3, "dacer2: eps must be [T, B, A], got ", eps.sizes());
   check_float(eps, "eps", eps);
-  check_float(g, "g", eps);
-  check_float(w, "weight", eps);
-  check_shape(g, "g", eps.sizes().vec());
-  check_shape(w, "weight", {eps.size(0)});
+  check_tensor(g, "g", eps, eps.sizes().vec());
+  check_tensor(w, "weight", eps, {eps.size(0)});
 }
 
 Tensor qgrad_loss_cpu(const Tensor& eps, const Tensor& g, const Tensor& w) {
@@ -418,11 +400,10 @@ std::tuple<Tensor, Tensor> critic_action_grad_cpu(const Tensor& obs, const Tenso
   TORCH_CHECK(obs.dim() == 2 && obs.size(1) == S, "dacer2: obs must be [B, ", S, "], got ", obs.sizes());
   check_float(obs, "obs", obs);
   check_float(action, "action", obs);
-  check_float(packed, "critic packed", obs);
   const int64_t B = obs.size(0);
   TORCH_CHECK(action.dim() == 3 && action.size(1) == B && action.size(2) == A, "dacer2: action must be [N, ", B, ", ",
               A, "], got ", action.sizes());
-  check_shape(packed, "critic packed", {off});
+  check_tensor(packed, "critic packed", obs, {off});
   const int64_t N = action.size(0), M = N * B;
   Tensor q = at::empty({N, B}, obs.options());
   Tensor grad = at::zeros({N, B, A}, obs.options());

@@ -37,42 +37,48 @@ def triton_kernels() -> SimpleNamespace | None:
     return _triton
 
 
+def _check(name: str, **tensors) -> None:
+    """The C++ kernels' argument checks that the Triton launchers rely on: the first tensor's device for all,
+    contiguous tensors."""
+    first, *rest = tensors.items()
+    check_devices(name, first[1], **dict(rest))
+    bad = [key for key, t in tensors.items() if t is not None and not t.is_contiguous()]
+    if bad:
+        raise RuntimeError(f"dacer2::{name}: {', '.join(bad)} must be contiguous")
+
+
 def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore):
+    args = (obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore)
     K = triton_kernels()
     if K is None:
-        return ref.sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore)
-    check_devices("sample_chain", obs, packed=packed, sched=sched, alpha_scale=alpha_scale, rng=rng, noise=noise)
-    for name, t in dict(obs=obs, packed=packed, sched=sched, noise=noise).items():
-        if t is not None and not t.is_contiguous():
-            raise RuntimeError(f"dacer2::sample_chain: {name} must be contiguous")
+        return ref.sample_chain(*args)
+    _check("sample_chain", obs=obs, packed=packed, sched=sched, alpha_scale=alpha_scale, rng=rng, noise=noise)
     if rng.dtype != torch.int64 or rng.numel() != 2:
         raise RuntimeError("dacer2::sample_chain: rng must be a contiguous int64 tensor [seed, offset]")
     if not K.sample_chain.supported(dims, obs.dtype):
-        return ref.sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore)
-    return K.sample_chain.launch(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore)
+        return ref.sample_chain(*args)
+    return K.sample_chain.launch(*args)
 
 
-def _qgrad_checks(name, eps, g, weight) -> bool:
+def _qgrad_supported(name, eps, g, weight) -> bool:
     """Rejects bad arguments as the C++ kernel does; True when the Triton kernel supports the dtypes."""
-    check_devices(name, eps, g=g, weight=weight)
+    _check(name, eps=eps, g=g, weight=weight)
     if eps.dim() != 3 or g.shape != eps.shape or weight.shape != (eps.shape[0],):
         raise RuntimeError(f"dacer2::{name}: eps and g must be [T, B, A] and weight [T], got "
                            f"{tuple(eps.shape)}, {tuple(g.shape)}, {tuple(weight.shape)}")
-    if not (eps.is_contiguous() and g.is_contiguous() and weight.is_contiguous()):
-        raise RuntimeError(f"dacer2::{name}: eps, g and weight must be contiguous")
     return eps.dtype == g.dtype == weight.dtype == torch.float32
 
 
 def qgrad_loss(eps, g, weight):
     K = triton_kernels()
-    if K is None or not _qgrad_checks("qgrad_loss", eps, g, weight):
+    if K is None or not _qgrad_supported("qgrad_loss", eps, g, weight):
         return ref.qgrad_loss(eps, g, weight)
     return K.qgrad_loss.loss(eps, g, weight)
 
 
 def qgrad_loss_backward(grad, eps, g, weight):
     K = triton_kernels()
-    if K is None or not _qgrad_checks("qgrad_loss_backward", eps, g, weight) or grad.dtype != torch.float32:
+    if K is None or not _qgrad_supported("qgrad_loss_backward", eps, g, weight) or grad.dtype != torch.float32:
         return ref.qgrad_loss_backward(grad, eps, g, weight)
     return K.qgrad_loss.loss_backward(grad.contiguous(), eps, g, weight)
 
@@ -81,9 +87,7 @@ def critic_action_grad(obs, action, packed, dims, mode):
     K = triton_kernels()
     if K is None:
         return composed.critic_action_grad(obs, action, packed, dims, mode)
-    check_devices("critic_action_grad", obs, action=action, packed=packed)
-    if not (obs.is_contiguous() and action.is_contiguous() and packed.is_contiguous()):
-        raise RuntimeError("dacer2::critic_action_grad: obs, action and packed must be contiguous")
+    _check("critic_action_grad", obs=obs, action=action, packed=packed)
     if mode not in (0, 1, 2):
         raise RuntimeError(f"dacer2::critic_action_grad: mode must be 0 (min), 1 (mean) or 2 (q1), got {mode}")
     if action.dim() != 3 or action.shape[1] != obs.shape[0] or action.shape[2] != dims[1]:
@@ -97,12 +101,9 @@ def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad):
     K = triton_kernels()
     if K is None:
         return composed.chain_forward(obs, packed, dims, sched, noise, eps_stop_grad)
-    check_devices("chain_forward", obs, packed=packed, sched=sched, noise=noise)
-    if not all(t.is_contiguous() for t in (obs, packed, sched, noise)):
-        raise RuntimeError("dacer2::chain_forward: obs, packed, sched and noise must be contiguous")
-    B = obs.shape[0]
-    if noise.shape != (dims[2], B, dims[1]):
-        raise RuntimeError(f"dacer2::chain_forward: noise must have shape {[dims[2], B, dims[1]]}, got "
+    _check("chain_forward", obs=obs, packed=packed, sched=sched, noise=noise)
+    if noise.shape != (dims[2], obs.shape[0], dims[1]):
+        raise RuntimeError(f"dacer2::chain_forward: noise must have shape {[dims[2], obs.shape[0], dims[1]]}, got "
                            f"{list(noise.shape)}")
     if not K.chain_forward.supported(dims, obs.dtype):
         return composed.chain_forward(obs, packed, dims, sched, noise, eps_stop_grad)
@@ -118,9 +119,7 @@ def chain_backward(grad_action, grad_visited, grad_eps, obs, packed, dims, sched
         return composed.chain_backward(*args)
     tensors = dict(grad_action=grad_action, grad_visited=grad_visited, grad_eps=grad_eps, packed=packed,
                    sched=sched, visited=visited, eps=eps, saved_h=saved_h, saved_d=saved_d)
-    check_devices("chain_backward", obs, **tensors)
-    if not all(t is None or t.is_contiguous() for t in (obs, *tensors.values())):
-        raise RuntimeError("dacer2::chain_backward: every tensor argument must be contiguous")
+    _check("chain_backward", obs=obs, **tensors)
     if not K.chain_backward.supported(dims, obs.dtype) or any(
             t is not None and t.dtype != torch.float32 for t in tensors.values()):
         return composed.chain_backward(*args)
