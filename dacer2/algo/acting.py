@@ -23,13 +23,6 @@ from dacer2.algo.diffusion import ReverseChain, add_exploration_noise, draw_chai
 from dacer2.algo.networks import NoisePredictor
 
 
-def reference_noise(num_steps: int, obs: torch.Tensor, action_dim: int, generator: torch.Generator | None,
-                    chain_noise: bool, explore: bool) -> torch.Tensor:
-    """The reference backend's acting noise [T + 1, B, A], drawn row by row in the order of use."""
-    return draw_chain_noise(num_steps, obs, action_dim, generator, chain_noise=chain_noise, exploration_row=True,
-                            draw_exploration=explore)
-
-
 def act_from_noise(actor: NoisePredictor, chain: ReverseChain, obs: torch.Tensor, noise: torch.Tensor,
                    alpha_scale: torch.Tensor | float, chain_noise: bool = True, explore: bool = True,
                    step_emb: torch.Tensor | None = None) -> torch.Tensor:
@@ -47,8 +40,10 @@ def act_from_noise(actor: NoisePredictor, chain: ReverseChain, obs: torch.Tensor
 @torch.no_grad()
 def act_reference(actor: NoisePredictor, chain: ReverseChain, obs: torch.Tensor, alpha_scale: torch.Tensor | float,
                   generator: torch.Generator | None, chain_noise: bool, explore: bool) -> torch.Tensor:
-    """Acting on the reference backend: its noise layout, then act_from_noise."""
-    noise = reference_noise(chain.num_steps, obs, actor.action_dim, generator, chain_noise, explore)
+    """Acting on the reference backend: its noise layout (rows drawn one by one in the order of use), then
+    act_from_noise."""
+    noise = draw_chain_noise(chain.num_steps, obs, actor.action_dim, generator, chain_noise=chain_noise,
+                             exploration_row=True, draw_exploration=explore)
     return act_from_noise(actor, chain, obs, noise, alpha_scale, chain_noise, explore)
 
 

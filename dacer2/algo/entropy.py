@@ -1,49 +1,29 @@
 """Batched Gaussian-mixture entropy estimate for the DACER2 entropy regulator.
 
-A diffusion policy has no tractable log-density, so the temperature controller
-cannot read the policy entropy off directly. DACER instead samples K actions per
-state, fits a small full-covariance Gaussian mixture to them and uses the
-mixture's entropy upper bound
+A diffusion policy has no tractable log-density, so the temperature controller cannot read the policy entropy off
+directly. DACER instead samples K actions per state, fits a small full-covariance Gaussian mixture to them and uses
+the mixture's entropy upper bound
 
     H <= sum_k w_k [A/2 (1 + log 2 pi) + 1/2 log det Sigma_k] - sum_k w_k log w_k
 
-as the entropy signal. The reference is scikit-learn's ``GaussianMixture`` run
-once per state, which costs a Python loop over hundreds of states plus a
-device-to-host copy every time the regulator fires. This module fits all states
-at once with one batched EM on torch tensors so the estimate can run inside a
-training step on whatever device and dtype the policy uses.
+as the entropy signal. The reference is scikit-learn's ``GaussianMixture`` run once per state (a Python loop over
+hundreds of states plus a device-to-host copy each time the regulator fires); this module fits all states at once
+with one batched EM on torch tensors, inside a training step, on the policy's device and dtype.
 
 Design constraints and why:
 
-* No host synchronisation (no ``.item()``, no data-dependent Python branches,
-  no ``nonzero``): a sync inside the training step stalls the GPU pipeline.
-  That is why EM runs a *fixed* number of iterations instead of sklearn's
-  tolerance test, why Cholesky factorisations use ``cholesky_ex`` (the plain
-  version checks for failure on the host), and why empty k-means clusters are
-  handled with ``torch.where`` rather than a re-seeding branch.
-* No RNG: the regulator must not consume or depend on the global random stream
-  (that would change training trajectories whenever its period changes), and the
-  estimate must be reproducible. Initialisation is therefore a deterministic
-  quantile split along each state's principal direction, refined by a few
-  batched k-means (Lloyd) steps -- the same "k-means then EM" recipe sklearn
-  uses, minus the random seeding. Splitting along the principal direction puts
-  the initial centres where the data is most spread out, and using chunk *means*
-  of the sorted projections (not extreme points) keeps the start insensitive to
-  outliers. The k-means steps then fix cases where clusters overlap along that
-  one direction.
-* Speed: the EM half-steps are written on per-sample sufficient statistics
-  [1, x, x x^T] so each is one batched matmul over the K samples, instead of
-  materialising [N, C, K, A] difference tensors every iteration; only the final
-  M-step, whose covariances are returned, uses differences (exactly as sklearn)
-  so the moment form's cancellation never reaches the result.
-* Degenerate inputs (identical samples, fewer distinct points than components,
-  A = 1) must give finite numbers: component masses are floored with a tiny
-  epsilon as in sklearn so an emptied component keeps a zero mean and a
-  ``reg_covar * I`` covariance instead of 0/0, and ``xlogy`` makes 0 log 0 = 0.
+* No host synchronisation (no ``.item()``, no data-dependent Python branches, no ``nonzero``): a sync inside the
+  training step stalls the GPU pipeline. Hence a *fixed* number of EM iterations instead of sklearn's tolerance
+  test, ``cholesky_ex`` (the plain version checks for failure on the host), and ``torch.where`` for empty clusters.
+* No RNG: the regulator must not consume or depend on the global random stream (that would change training
+  trajectories whenever its period changes), and the estimate must be reproducible. Initialisation is therefore a
+  deterministic quantile split along each state's principal direction, refined by a few batched k-means steps:
+  sklearn's "k-means then EM" recipe minus the random seeding (_kmeans_init says why this split).
+* Speed and degenerate inputs (identical samples, fewer distinct points than components, A = 1): see _Features,
+  _mass_floor and _safe_cholesky.
 
-The estimate is a control signal for the temperature, not a training loss, so
-everything runs under ``torch.no_grad``; differentiating through 50 EM steps
-would only store a long graph nobody uses.
+The estimate is a control signal for the temperature, not a training loss, so everything runs under
+``torch.no_grad``; differentiating through 50 EM steps would only store a long graph nobody uses.
 """
 
 from __future__ import annotations
@@ -240,7 +220,10 @@ def _principal_direction(x: torch.Tensor) -> torch.Tensor:
 
 
 def _kmeans_init(x: torch.Tensor, n_components: int) -> torch.Tensor:
-    """Deterministic hard assignments [N, C, K] (one-hot over C) for centred x [N, K, A]."""
+    """Deterministic hard assignments [N, C, K] (one-hot over C) for centred x [N, K, A]. Splitting along the
+    principal direction puts the initial centres where the data is most spread out; chunk *means* of the sorted
+    projections (not extreme points) keep the start insensitive to outliers; the k-means steps then fix clusters
+    that overlap along that one direction."""
     n_states, n_samples, _ = x.shape
     direction = _principal_direction(x)
     proj = torch.einsum("nka,na->nk", x, direction)

@@ -32,14 +32,8 @@ def activation_fn(name: str):
 class NoisePredictor(nn.Module):
     """eps_theta(s, x, t): an MLP over concat[s, x, time embedding]."""
 
-    def __init__(
-        self,
-        obs_dim: int,
-        action_dim: int,
-        hidden_sizes: tuple[int, ...] = (256, 256, 256),
-        activation: str = "mish",
-        time_dim: int = 16,
-    ):
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...] = (256, 256, 256),
+                 activation: str = "mish", time_dim: int = 16):
         super().__init__()
         self.obs_dim, self.action_dim, self.time_dim = obs_dim, action_dim, time_dim
         self.act = activation_fn(activation)
@@ -88,21 +82,15 @@ class TwinDistributionalCritic(nn.Module):
 
     num_critics = 2
 
-    def __init__(
-        self,
-        obs_dim: int,
-        action_dim: int,
-        hidden_sizes: tuple[int, ...] = (256, 256, 256),
-        activation: str = "mish",
-    ):
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...] = (256, 256, 256),
+                 activation: str = "mish"):
         super().__init__()
         self.act = activation_fn(activation)
         sizes = (obs_dim + action_dim, *hidden_sizes, 2)
         self.layers = nn.ModuleList(EnsembleLinear(self.num_critics, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
 
-    def forward(
-        self, obs: torch.Tensor, action: torch.Tensor, detach_params: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obs: torch.Tensor, action: torch.Tensor,
+                detach_params: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (mu, sigma), each [2, N]. `detach_params=True` lets gradients reach the action (and obs)
         but not the critic's weights: the actor's losses use it."""
         h = torch.cat([obs, action], dim=-1)

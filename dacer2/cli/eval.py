@@ -45,13 +45,9 @@ class EvalConfig:
     """Also write every number printed here to this JSON file."""
 
 
-def _modes(mode: str) -> list[bool]:
-    """The `deterministic` flags to evaluate, deterministic first."""
-    return {"deterministic": [True], "stochastic": [False], "both": [True, False]}[mode]
-
-
-def _name(deterministic: bool) -> str:
-    return "deterministic" if deterministic else "stochastic"
+def _modes(mode: str) -> list[tuple[str, bool]]:
+    """(name, deterministic flag) of each policy mode to evaluate, deterministic first."""
+    return [(name, name == "deterministic") for name in ("deterministic", "stochastic") if mode in (name, "both")]
 
 
 def run_eval(cfg: EvalConfig) -> dict:
@@ -79,12 +75,12 @@ def run_eval(cfg: EvalConfig) -> dict:
 
     envs = make_vector_env(env_id, cfg.episodes, cfg.seed)
     try:
-        for deterministic in _modes(cfg.mode):
+        for name, deterministic in _modes(cfg.mode):
             policy.seed(cfg.seed)
             returns = evaluate(lambda obs: policy.act_normalized(obs, deterministic), envs, policy.device, cfg.seed)
-            report["returns"][_name(deterministic)] = {"mean": float(returns.mean()), "std": float(returns.std()),
-                                                      "episodes": cfg.episodes}
-            print(f"{_name(deterministic):>13} return: {returns.mean():.1f} +- {returns.std():.1f} "
+            report["returns"][name] = {"mean": float(returns.mean()), "std": float(returns.std()),
+                                       "episodes": cfg.episodes}
+            print(f"{name:>13} return: {returns.mean():.1f} +- {returns.std():.1f} "
                   f"over {cfg.episodes} episodes")
     finally:
         envs.close()
@@ -124,8 +120,7 @@ def multigoal_report(policy, cfg: EvalConfig, run_dir: Path) -> dict:
 
     out: dict = {}
     panels = {}
-    for deterministic in _modes(cfg.mode):
-        name = _name(deterministic)
+    for name, deterministic in _modes(cfg.mode):
         policy.seed(cfg.seed)
         act = lambda obs, d=deterministic: policy.act(obs, deterministic=d)  # noqa: E731
         stats = rollout_goals(act, cfg.multigoal_rollouts).stats

@@ -94,10 +94,9 @@ class PackCache:
         self._key, self._value = None, None
 
     def get(self):
-        key = tuple([p._version for p in self._params])
-        p0 = self._params[0]
-        first = self._value if isinstance(self._value, torch.Tensor) else (None if self._value is None else self._value[0])
-        if key != self._key or first.device != p0.device or first.dtype != p0.dtype:
+        p0 = self._params[0]  # moving or casting the module changes its device/dtype but not the versions
+        key = (p0.device, p0.dtype, *[p._version for p in self._params])
+        if key != self._key:
             with torch.no_grad():
                 self._value = self.pack_fn()
             self._key = key

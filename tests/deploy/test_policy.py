@@ -131,7 +131,7 @@ def test_fused_and_reference_policies_agree_in_distribution(run_dir):
         assert not np.array_equal(a, b)
         # standard errors of the mean ~0.3 / sqrt(4000) ~ 0.005 in env units
         assert abs(a.mean() - b.mean()) < 0.05 and abs(a.std() - b.std()) < 0.05 * max(a.std(), 0.1)
-    with pytest.raises(ValueError, match="unknown policy backend"):
+    with pytest.raises(ValueError, match="unknown backend"):
         dacer2.Policy.load(run_dir, backend="cuda-graphs")
 
 
