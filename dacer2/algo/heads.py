@@ -44,20 +44,27 @@ class PolicyHead(Protocol):
         """Executed actions in [-1, 1] without recording a graph: deterministic = no exploration noise."""
 
 
-class DiffusionHead:
-    family = "diffusion"
+class BaseHead:
+    """What every head keeps: its config, and the alpha and generator that attach() binds."""
     backend = "reference"
-    traces = True
 
-    def __init__(self, obs_dim: int, action_dim: int, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
-        self.chain = ReverseChain(DiffusionSchedule.vp(cfg.diffusion_steps))
-        self.actor = NoisePredictor(obs_dim, action_dim, cfg.actor_hidden, cfg.activation)
         self.log_alpha: torch.Tensor | None = None
         self.generator: torch.Generator | None = None
 
     def attach(self, log_alpha: torch.Tensor, generator: torch.Generator) -> None:
         self.log_alpha, self.generator = log_alpha, generator
+
+
+class DiffusionHead(BaseHead):
+    family = "diffusion"
+    traces = True
+
+    def __init__(self, obs_dim: int, action_dim: int, cfg: TrainConfig):
+        super().__init__(cfg)
+        self.chain = ReverseChain(DiffusionSchedule.vp(cfg.diffusion_steps))
+        self.actor = NoisePredictor(obs_dim, action_dim, cfg.actor_hidden, cfg.activation)
 
     def trace(self, obs: torch.Tensor, chain_noise: bool = True) -> ChainTrace:
         """The chain with every visited state and its prediction, stacked [T, B, A] in visit order, differentiable
@@ -92,19 +99,13 @@ class DiffusionHead:
         return qgrad_loss(eps, grad_q, weight)
 
 
-class GaussianHead:
+class GaussianHead(BaseHead):
     family = "gaussian"
-    backend = "reference"
     traces = False
 
     def __init__(self, obs_dim: int, action_dim: int, cfg: TrainConfig):
-        self.cfg = cfg
+        super().__init__(cfg)
         self.actor = GaussianActor(obs_dim, action_dim, cfg.actor_hidden, cfg.activation)
-        self.log_alpha: torch.Tensor | None = None
-        self.generator: torch.Generator | None = None
-
-    def attach(self, log_alpha: torch.Tensor, generator: torch.Generator) -> None:
-        self.log_alpha, self.generator = log_alpha, generator
 
     def sample(self, obs: torch.Tensor, chain_noise: bool = True) -> torch.Tensor:
         # chain_noise=False means "no sampling noise": the mean.
