@@ -5,6 +5,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/add.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -98,6 +99,37 @@ Tensor view2(const Tensor& flat, int64_t off, int64_t rows, int64_t cols) {
   return flat.narrow(0, off, rows * cols).view({rows, cols});
 }
 
+// The op's GEMMs at its precision (dacer2/algo/precision.py): fp32 straight through ATen, or, with a gemm dtype
+// (bf16), both operands rounded to it, oneDNN's fp32 accumulation, the product rounded to it and widened back.
+// Weight operands come from `weights(packed)`, cast once per call; biases and the elementwise loops stay fp32.
+struct Gemm {
+  std::optional<at::ScalarType> dtype;
+
+  Tensor weights(const Tensor& packed) const { return dtype ? packed.to(*dtype) : packed; }
+  Tensor mm(const Tensor& a, const Tensor& b) const {
+    return dtype ? at::mm(a.to(*dtype), b.to(*dtype)).to(a.scalar_type()) : a.mm(b);
+  }
+  void addmm_out(Tensor out, const Tensor& bias, const Tensor& a, const Tensor& b) const {  // out = bias + a b
+    if (dtype) {
+      at::add_out(out, mm(a, b), bias);
+    } else {
+      at::addmm_out(out, bias, a, b);
+    }
+  }
+  void addmm_(const Tensor& acc, const Tensor& a, const Tensor& b) const {  // acc += a b
+    if (dtype) {
+      acc.add_(mm(a, b));
+    } else {
+      acc.addmm_(a, b);
+    }
+  }
+};
+
+void check_gemm_dtype(const std::optional<at::ScalarType>& dtype) {
+  TORCH_CHECK(!dtype || *dtype == at::kBFloat16, "dacer2: gemm_dtype must be None (the inputs' dtype) or bfloat16, got ",
+              *dtype);
+}
+
 template <typename T>
 T* ptr(const Tensor& t) {
   return t.data_ptr<T>();
@@ -115,13 +147,14 @@ void par_rows(int64_t n, int64_t grain, const F& f) {
 // ---- the chain forward over a batch with GEMMs (training forward, and large-batch acting) ----------------
 template <typename T>
 void chain_forward_impl(const Tensor& obs, const Tensor& packed, const Layout& l, const Tensor& sched,
-                        const Tensor& noise, bool chain_noise, Tensor& action, Tensor* visited, Tensor* eps_out,
-                        Tensor* saved_h, Tensor* saved_d) {
+                        const Tensor& noise, bool chain_noise, const Gemm& g, Tensor& action, Tensor* visited,
+                        Tensor* eps_out, Tensor* saved_h, Tensor* saved_d) {
   const int64_t B = obs.size(0), A = l.A, Tn = l.T, L = l.L;
   const T* pk = packed.data_ptr<T>();
   const T* sc = sched.data_ptr<T>();
   const T* nz = noise.data_ptr<T>();
-  Tensor P = obs.mm(view2(packed, l.w1o, l.S, l.H[0]));  // the observation's share, once for all steps
+  const Tensor wg = g.weights(packed);
+  Tensor P = g.mm(obs, view2(wg, l.w1o, l.S, l.H[0]));  // the observation's share, once for all steps
   const T* Pp = P.data_ptr<T>();
   Tensor x = at::empty({B, A}, obs.options());
   std::copy(nz, nz + B * A, x.data_ptr<T>());
@@ -153,14 +186,14 @@ void chain_forward_impl(const Tensor& obs, const Tensor& packed, const Layout& l
     }
     for (int64_t i = 1; i < L; ++i) {
       Tensor hn = saved_h ? layer(i, false) : tmp_h[i];
-      at::addmm_out(hn, view2(packed, l.b[i], 1, l.H[i]), h, view2(packed, l.W[i], l.H[i - 1], l.H[i]));
+      g.addmm_out(hn, view2(packed, l.b[i], 1, l.H[i]), h, view2(wg, l.W[i], l.H[i - 1], l.H[i]));
       T* hp = hn.data_ptr<T>();
       T* dp = saved_d ? ptr<T>(layer(i, true)) : nullptr;
       par_rows(B * l.H[i], 16384, [&](int64_t n0, int64_t n1) { mish_inplace<T>(hp, dp, n0, n1); });
       h = hn;
     }
     Tensor e = eps_out ? eps_out->select(0, k) : eps_tmp;
-    at::addmm_out(e, view2(packed, l.bo, 1, A), h, view2(packed, l.wo, l.H[L - 1], A));
+    g.addmm_out(e, view2(packed, l.bo, 1, A), h, view2(wg, l.wo, l.H[L - 1], A));
     const bool add = chain_noise && t > 0;
     Tensor xn = (k == Tn - 1) ? action : at::empty({B, A}, obs.options());
     posterior_step<T>(x.data_ptr<T>(), e.data_ptr<T>(), sc[t], sc[Tn + t], sc[2 * Tn + t], sc[3 * Tn + t],
@@ -172,8 +205,9 @@ void chain_forward_impl(const Tensor& obs, const Tensor& packed, const Layout& l
 // ---- op: sample_chain (acting, no grad) -------------------------------------------------------------------
 Tensor sample_chain_cpu(const Tensor& obs, const Tensor& packed, c10::IntArrayRef dims, const Tensor& sched,
                         const Tensor& alpha_scale, const Tensor& rng, const std::optional<Tensor>& noise,
-                        bool chain_noise, bool explore) {
+                        bool chain_noise, bool explore, std::optional<at::ScalarType> gemm_dtype) {
   const Layout l = make_layout(dims);
+  check_gemm_dtype(gemm_dtype);
   check_common(obs, packed, sched, l);
   check_float(alpha_scale, "alpha_scale", obs);
   TORCH_CHECK(alpha_scale.numel() == 1, "dacer2: alpha_scale must hold one value, got shape ", alpha_scale.sizes());
@@ -191,8 +225,9 @@ Tensor sample_chain_cpu(const Tensor& obs, const Tensor& packed, c10::IntArrayRe
   AT_DISPATCH_FLOATING_TYPES(obs.scalar_type(), "dacer2::sample_chain", [&] {
     using T = scalar_t;
     const T as = alpha_scale.data_ptr<T>()[0];
-    if (B < 16) {
-      // Small batches (acting in the environment): the whole chain per row in plain loops.
+    if (B < 16 && !gemm_dtype) {
+      // Small batches (acting in the environment): the whole chain per row in plain loops (fp32 only: in bf16 the
+      // GEMM path below runs, whose matrix multiplies are the ones that round).
       std::vector<int64_t> H = l.H;
       ChainDims d{l.S, A, Tn, l.L, H.data()};
       sample_chain_rows<T>(obs.data_ptr<T>(), B, packed.data_ptr<T>(), d, sched.data_ptr<T>(), as, chain_noise,
@@ -209,7 +244,8 @@ Tensor sample_chain_cpu(const Tensor& obs, const Tensor& packed, c10::IntArrayRe
       at::parallel_for(0, nz.numel(), 8192, [&](int64_t a, int64_t b) { fill_normal<T>(seed, offset, a, b, p); });
     }
     Tensor x = explore ? at::empty({B, A}, obs.options()) : out;
-    chain_forward_impl<T>(obs, packed, l, sched, nz, chain_noise, x, nullptr, nullptr, nullptr, nullptr);
+    chain_forward_impl<T>(obs, packed, l, sched, nz, chain_noise, Gemm{gemm_dtype}, x, nullptr, nullptr, nullptr,
+                          nullptr);
     if (explore) explore_clip<T>(x.data_ptr<T>(), nz.data_ptr<T>() + Tn * B * A, as, out.data_ptr<T>(), 0, B * A);
   });
   return out;
@@ -218,9 +254,11 @@ Tensor sample_chain_cpu(const Tensor& obs, const Tensor& packed, c10::IntArrayRe
 // ---- op: chain_forward (training) -------------------------------------------------------------------------
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> chain_forward_cpu(const Tensor& obs, const Tensor& packed,
                                                                      c10::IntArrayRef dims, const Tensor& sched,
-                                                                     const Tensor& noise, bool eps_stop_grad) {
+                                                                     const Tensor& noise, bool eps_stop_grad,
+                                                                     std::optional<at::ScalarType> gemm_dtype) {
   (void)eps_stop_grad;  // only the backward uses it
   const Layout l = make_layout(dims);
+  check_gemm_dtype(gemm_dtype);
   check_common(obs, packed, sched, l);
   const int64_t B = obs.size(0), A = l.A, Tn = l.T;
   check_tensor(noise, "noise", obs, {Tn, B, A});
@@ -231,7 +269,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> chain_forward_cpu(const Tenso
   Tensor saved_d = at::empty({Tn * B * l.sumH}, obs.options());
   if (B == 0) return {action, visited, eps, saved_h, saved_d};
   AT_DISPATCH_FLOATING_TYPES(obs.scalar_type(), "dacer2::chain_forward", [&] {
-    chain_forward_impl<scalar_t>(obs, packed, l, sched, noise, true, action, &visited, &eps, &saved_h, &saved_d);
+    chain_forward_impl<scalar_t>(obs, packed, l, sched, noise, true, Gemm{gemm_dtype}, action, &visited, &eps,
+                                 &saved_h, &saved_d);
   });
   return {action, visited, eps, saved_h, saved_d};
 }
@@ -241,8 +280,11 @@ std::tuple<Tensor, Tensor> chain_backward_cpu(const Tensor& grad_action, const s
                                               const std::optional<Tensor>& grad_eps, const Tensor& obs,
                                               const Tensor& packed, c10::IntArrayRef dims, const Tensor& sched,
                                               const Tensor& noise, const Tensor& visited, const Tensor& eps, const Tensor& saved_h,
-                                              const Tensor& saved_d, bool eps_stop_grad) {
+                                              const Tensor& saved_d, bool eps_stop_grad,
+                                              std::optional<at::ScalarType> gemm_dtype) {
   const Layout l = make_layout(dims);
+  check_gemm_dtype(gemm_dtype);
+  const Gemm g{gemm_dtype};
   check_common(obs, packed, sched, l);
   const int64_t B = obs.size(0), A = l.A, Tn = l.T, L = l.L;
   check_tensor(grad_action, "grad_action", obs, {B, A});
@@ -272,6 +314,7 @@ std::tuple<Tensor, Tensor> chain_backward_cpu(const Tensor& grad_action, const s
     std::vector<Tensor> sums(L);
     for (int64_t i = 0; i < L; ++i) sums[i] = S == 2 ? at::empty({B, l.H[i]}, opts) : Tensor();
     Tensor d1_acc = at::zeros({B, l.H[0]}, opts);
+    const Tensor wg = g.weights(packed);
     Tensor gW1x = view2(grad_packed, l.w1x, A, l.H[0]);
     Tensor gWo = view2(grad_packed, l.wo, l.H[L - 1], A);
     T* gbo = grad_packed.data_ptr<T>() + l.bo;
@@ -308,9 +351,9 @@ std::tuple<Tensor, Tensor> chain_backward_cpu(const Tensor& grad_action, const s
       }
       // output layer
       Tensor hL = layer(saved_h, L - 1);
-      gWo.addmm_(hL.t(), dsum_out);
+      g.addmm_(gWo, hL.t(), dsum_out);
       colsum_add<T>(dsum_out.data_ptr<T>(), B, A, gbo, 0, A);
-      Tensor delta = dout.view({S * B, A}).mm(view2(packed, l.wo, l.H[L - 1], A).t());
+      Tensor delta = g.mm(dout.view({S * B, A}), view2(wg, l.wo, l.H[L - 1], A).t());
       for (int64_t i = L - 1; i >= 0; --i) {
         const int64_t H = l.H[i];
         Tensor di = layer(saved_d, i);
@@ -323,23 +366,23 @@ std::tuple<Tensor, Tensor> chain_backward_cpu(const Tensor& grad_action, const s
         }
         if (i > 0) {
           Tensor hprev = layer(saved_h, i - 1);
-          view2(grad_packed, l.W[i], l.H[i - 1], H).addmm_(hprev.t(), sum);
+          g.addmm_(view2(grad_packed, l.W[i], l.H[i - 1], H), hprev.t(), sum);
           colsum_add<T>(sum.data_ptr<T>(), B, H, grad_packed.data_ptr<T>() + l.b[i], 0, H);
-          delta = delta.mm(view2(packed, l.W[i], l.H[i - 1], H).t());
+          delta = g.mm(delta, view2(wg, l.W[i], l.H[i - 1], H).t());
         } else {
           // layer 1: obs share accumulates over steps, step bias per step, x share per step.
           d1_acc.add_(sum);
           colsum_add<T>(sum.data_ptr<T>(), B, H, grad_packed.data_ptr<T>() + l.sb + t * H, 0, H);
           Tensor xk_t = visited.select(0, k);
-          gW1x.addmm_(xk_t.t(), sum);
+          g.addmm_(gW1x, xk_t.t(), sum);
           Tensor d_q = S == 2 ? delta.narrow(0, 0, B) : delta;
-          gx.addmm_(d_q, view2(packed, l.w1x, A, H).t());
+          g.addmm_(gx, d_q, view2(wg, l.w1x, A, H).t());
         }
       }
       std::swap(dx, gx);
     }
-    view2(grad_packed, l.w1o, l.S, l.H[0]).addmm_(obs.t(), d1_acc);
-    grad_obs.addmm_(d1_acc, view2(packed, l.w1o, l.S, l.H[0]).t());
+    g.addmm_(view2(grad_packed, l.w1o, l.S, l.H[0]), obs.t(), d1_acc);
+    g.addmm_(grad_obs, d1_acc, view2(wg, l.w1o, l.S, l.H[0]).t());
   });
   return {grad_obs, grad_packed};
 }
@@ -382,7 +425,10 @@ Tensor qgrad_loss_backward_cpu(const Tensor& grad, const Tensor& eps, const Tens
 // ---- op: critic_action_grad --------------------------------------------------------------------------------
 // Critic packed layout: per layer i (dims [S, A, H1..HL], outputs 2): weight [2, in, out] then bias [2, out].
 std::tuple<Tensor, Tensor> critic_action_grad_cpu(const Tensor& obs, const Tensor& action, const Tensor& packed,
-                                                  c10::IntArrayRef dims, int64_t mode) {
+                                                  c10::IntArrayRef dims, int64_t mode,
+                                                  std::optional<at::ScalarType> gemm_dtype) {
+  check_gemm_dtype(gemm_dtype);
+  const Gemm g{gemm_dtype};
   TORCH_CHECK(dims.size() >= 3, "dacer2: critic dims must be [S, A, H1, ..., HL], got ", dims);
   TORCH_CHECK(mode >= 0 && mode <= 2, "dacer2: critic mode must be 0 (min), 1 (mean) or 2 (q1), got ", mode);
   const int64_t S = dims[0], A = dims[1], L = static_cast<int64_t>(dims.size()) - 2;
@@ -413,12 +459,12 @@ std::tuple<Tensor, Tensor> critic_action_grad_cpu(const Tensor& obs, const Tenso
     using T = scalar_t;
     const T* pk = packed.data_ptr<T>();
     const Tensor a2 = action.view({M, A});
+    const Tensor wg = g.weights(packed);
     std::vector<std::vector<Tensor>> hs(2), ds(2);
     Tensor mu = at::empty({2, M}, opts);
     for (int64_t c = 0; c < 2; ++c) {
       const int64_t in0 = sizes[0], H1 = sizes[1];
-      Tensor W1 = view2(packed, woff[0] + c * in0 * H1, in0, H1);
-      Tensor P = obs.mm(W1.narrow(0, 0, S));  // the observation's share, once for all N stacks
+      Tensor P = g.mm(obs, view2(wg, woff[0] + c * in0 * H1, in0, H1).narrow(0, 0, S));  // once for all N stacks
       Tensor h = at::empty({M, H1}, opts), d = at::empty({M, H1}, opts);
       {
         const T* Pp = P.data_ptr<T>();
@@ -441,7 +487,8 @@ std::tuple<Tensor, Tensor> critic_action_grad_cpu(const Tensor& obs, const Tenso
       ds[c].push_back(d);
       for (int64_t i = 1; i < L; ++i) {
         const int64_t in = sizes[i], out = sizes[i + 1];
-        Tensor hn = at::addmm(view2(packed, boff[i] + c * out, 1, out), h, view2(packed, woff[i] + c * in * out, in, out));
+        Tensor hn = at::empty({M, out}, opts);
+        g.addmm_out(hn, view2(packed, boff[i] + c * out, 1, out), h, view2(wg, woff[i] + c * in * out, in, out));
         Tensor dn = at::empty({M, out}, opts);
         T* hp = hn.data_ptr<T>();
         T* dp = dn.data_ptr<T>();
@@ -452,8 +499,9 @@ std::tuple<Tensor, Tensor> critic_action_grad_cpu(const Tensor& obs, const Tenso
       }
       // mu = h_L @ wout[:, 0] + bout[0]
       const int64_t HL = sizes[L];
-      Tensor wo = view2(packed, woff[L] + c * HL * 2, HL, 2);
-      mu.select(0, c).copy_(at::addmm(view2(packed, boff[L] + c * 2, 1, 2), h, wo).select(1, 0));
+      Tensor mu_c = at::empty({M, 2}, opts);
+      g.addmm_out(mu_c, view2(packed, boff[L] + c * 2, 1, 2), h, view2(wg, woff[L] + c * HL * 2, HL, 2));
+      mu.select(0, c).copy_(mu_c.select(1, 0));
     }
     Tensor c0 = at::empty({M}, opts), c1 = at::empty({M}, opts);
     critic_select<T>(mu.data_ptr<T>(), mu.data_ptr<T>() + M, mode, q.data_ptr<T>(), c0.data_ptr<T>(),
@@ -493,18 +541,18 @@ std::tuple<Tensor, Tensor> critic_action_grad_cpu(const Tensor& obs, const Tenso
       }
       for (int64_t i = L - 1; i >= 1; --i) {
         const int64_t in = sizes[i], out = sizes[i + 1];
-        delta = delta.mm(view2(packed, woff[i] + c * in * out, in, out).t());
+        delta = g.mm(delta, view2(wg, woff[i] + c * in * out, in, out).t());
         Tensor di = gather(ds[c][i - 1], in);
         T* dp = delta.data_ptr<T>();
         const T* dd = di.data_ptr<T>();
         par_rows(n * in, 16384, [&](int64_t n0, int64_t n1) { mul_inplace<T>(dp, dd, n0, n1); });
       }
       const int64_t in0 = sizes[0], H1 = sizes[1];
-      Tensor Wa = view2(packed, woff[0] + c * in0 * H1, in0, H1).narrow(0, S, A);
+      Tensor Wa = view2(wg, woff[0] + c * in0 * H1, in0, H1).narrow(0, S, A);
       if (all) {
-        g2.addmm_(delta, Wa.t());
+        g.addmm_(g2, delta, Wa.t());
       } else {
-        Tensor gs = delta.mm(Wa.t());
+        Tensor gs = g.mm(delta, Wa.t());
         const T* gp = gs.data_ptr<T>();
         T* g2p = g2.data_ptr<T>();
         for (int64_t r = 0; r < n; ++r)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
+
+import tyro
 
 # algorithm.md §3/§5: DACER uses 20 steps and no Q-gradient loss; the ablations drop one DACER2 ingredient each.
 # An algo preset fills the fields the user left unset and wins over the env preset (eta = 0 beats an env's eta).
@@ -124,6 +126,13 @@ class TrainConfig:
     backend: Literal["auto", "fused", "reference"] = "auto"
     """Compute path for the diffusion chain and critic gradients: fused kernels (C++ on CPU, Triton on CUDA),
     the plain-PyTorch reference, or auto (env DACER2_BACKEND if set, else fused where available)."""
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    """Matrix multiplies of the actor, the critics and the chain: fp32; bf16 (bf16 operands, fp32 accumulation;
+    master weights, Adam, mish, the losses and the entropy fit stay fp32; CPUs only); or auto: bf16 where the CPU
+    multiplies bf16 natively (amx_bf16 or avx512_bf16) and a short self-check measures it faster, else fp32.
+    config.json records the choice and why (docs/performance.md, "bf16")."""
+    precision_reason: Annotated[Optional[str], tyro.conf.Suppress] = None
+    """Why the run's precision is what it is: written by the run, not an option."""
 
     # --- policy: reverse diffusion (algorithm.md §1) ---------------------------------------------------------------
     diffusion_steps: Optional[int] = None
@@ -207,6 +216,13 @@ class TrainConfig:
             cfg.target_every = cfg.delay
         if cfg.learning_starts is None:  # capped so that short runs still train
             cfg.learning_starts = max(min(env["learning_starts"], cfg.total_steps // 10), cfg.batch_size)
+        if cfg.precision == "auto" or cfg.precision_reason is None:
+            import torch
+
+            from dacer2.algo.precision import resolve_precision
+
+            device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+            cfg.precision, cfg.precision_reason = resolve_precision(cfg.precision, device)
         cfg.validate()
         return cfg
 

@@ -22,6 +22,7 @@ from dacer2.algo.diffusion import ChainTrace, add_exploration_noise, temporal_we
 from dacer2.algo.entropy import estimate_entropy
 from dacer2.algo.heads import PolicyHead, head_for
 from dacer2.algo.networks import TwinDistributionalCritic
+from dacer2.algo.precision import gemm_dtype
 from dacer2.config import TrainConfig
 from dacer2.train.replay import Batch  # the replay batch the update consumes
 
@@ -70,7 +71,8 @@ class DACER2Agent(nn.Module):
         self.head: PolicyHead = head_for(cfg, obs_dim, action_dim, self.backend)
         self.actor = self.head.actor
         # Section 2: twin distributional critics (stacked weights) and their target copies.
-        self.critic = TwinDistributionalCritic(obs_dim, action_dim, cfg.critic_hidden, cfg.activation)
+        self.critic = TwinDistributionalCritic(obs_dim, action_dim, cfg.critic_hidden, cfg.activation,
+                                               gemm_dtype(cfg.precision))
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         # Section 4: alpha scales the exploration noise of the executed action.
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.initial_alpha)))

@@ -22,6 +22,7 @@ from torch import nn
 from dacer2.algo.acting import act_reference
 from dacer2.algo.diffusion import ChainTrace, DiffusionSchedule, ReverseChain, add_exploration_noise
 from dacer2.algo.networks import NoisePredictor
+from dacer2.algo.precision import gemm_dtype
 from dacer2.algo.qgrad import qgrad_loss
 from dacer2.baselines.gaussian_actor import GaussianActor
 from dacer2.config import TrainConfig
@@ -64,7 +65,8 @@ class DiffusionHead(BaseHead):
     def __init__(self, obs_dim: int, action_dim: int, cfg: TrainConfig):
         super().__init__(cfg)
         self.chain = ReverseChain(DiffusionSchedule.vp(cfg.diffusion_steps))
-        self.actor = NoisePredictor(obs_dim, action_dim, cfg.actor_hidden, cfg.activation)
+        self.actor = NoisePredictor(obs_dim, action_dim, cfg.actor_hidden, cfg.activation,
+                                    gemm_dtype=gemm_dtype(cfg.precision))
 
     def trace(self, obs: torch.Tensor, chain_noise: bool = True) -> ChainTrace:
         """The chain with every visited state and its prediction, stacked [T, B, A] in visit order, differentiable
@@ -105,7 +107,7 @@ class GaussianHead(BaseHead):
 
     def __init__(self, obs_dim: int, action_dim: int, cfg: TrainConfig):
         super().__init__(cfg)
-        self.actor = GaussianActor(obs_dim, action_dim, cfg.actor_hidden, cfg.activation)
+        self.actor = GaussianActor(obs_dim, action_dim, cfg.actor_hidden, cfg.activation, gemm_dtype(cfg.precision))
 
     def sample(self, obs: torch.Tensor, chain_noise: bool = True) -> torch.Tensor:
         # chain_noise=False means "no sampling noise": the mean.

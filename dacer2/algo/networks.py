@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dacer2.algo.diffusion import sinusoidal_embedding
+from dacer2.algo.precision import addmm, linear
 
 # Which scalar Q the actor's losses read from the twin means (algorithm.md §3, --qgrad-critic); the fused ops
 # take the index into this tuple.
@@ -33,9 +34,10 @@ class NoisePredictor(nn.Module):
     """eps_theta(s, x, t): an MLP over concat[s, x, time embedding]."""
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...] = (256, 256, 256),
-                 activation: str = "mish", time_dim: int = 16):
+                 activation: str = "mish", time_dim: int = 16, gemm_dtype: torch.dtype | None = None):
         super().__init__()
         self.obs_dim, self.action_dim, self.time_dim = obs_dim, action_dim, time_dim
+        self.gemm_dtype = gemm_dtype  # the MLP's matrix multiplies (dacer2/algo/precision.py); the time MLP stays fp32
         self.act = activation_fn(activation)
         self.time_in = nn.Linear(time_dim, 2 * time_dim)
         self.time_out = nn.Linear(2 * time_dim, time_dim)
@@ -54,15 +56,16 @@ class NoisePredictor(nn.Module):
             t_emb = t_emb.expand(x.shape[0], -1)
         h = torch.cat([obs, x, t_emb], dim=-1)
         for layer in self.hidden:
-            h = self.act(layer(h))
-        return self.out(h)
+            h = self.act(linear(h, layer, self.gemm_dtype))
+        return linear(h, self.out, self.gemm_dtype)
 
 
 class EnsembleLinear(nn.Module):
     """E independent linear layers applied in one batched matmul; weights stored [E, in, out]."""
 
-    def __init__(self, ensemble: int, in_features: int, out_features: int):
+    def __init__(self, ensemble: int, in_features: int, out_features: int, gemm_dtype: torch.dtype | None = None):
         super().__init__()
+        self.gemm_dtype = gemm_dtype
         self.weight = nn.Parameter(torch.empty(ensemble, in_features, out_features))
         self.bias = nn.Parameter(torch.empty(ensemble, 1, out_features))
         # Same distribution as nn.Linear's default init, member by member.
@@ -74,7 +77,7 @@ class EnsembleLinear(nn.Module):
         weight, bias = (self.weight.detach(), self.bias.detach()) if detach_params else (self.weight, self.bias)
         if x.dim() == 2:  # the same input for every member
             x = x.expand(weight.shape[0], -1, -1)
-        return torch.baddbmm(bias, x, weight)
+        return addmm(bias, x, weight, self.gemm_dtype)
 
 
 class TwinDistributionalCritic(nn.Module):
@@ -83,11 +86,12 @@ class TwinDistributionalCritic(nn.Module):
     num_critics = 2
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...] = (256, 256, 256),
-                 activation: str = "mish"):
+                 activation: str = "mish", gemm_dtype: torch.dtype | None = None):
         super().__init__()
         self.act = activation_fn(activation)
         sizes = (obs_dim + action_dim, *hidden_sizes, 2)
-        self.layers = nn.ModuleList(EnsembleLinear(self.num_critics, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(EnsembleLinear(self.num_critics, i, o, gemm_dtype)
+                                    for i, o in zip(sizes[:-1], sizes[1:]))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor,
                 detach_params: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

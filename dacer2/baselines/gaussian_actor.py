@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from dacer2.algo.networks import activation_fn
+from dacer2.algo.precision import linear
 
 POLICY_FAMILY = "gaussian"
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 0.5  # keeps sigma in [0.007, 1.65]: never degenerate, never wider than the box
@@ -24,8 +25,10 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 0.5  # keeps sigma in [0.007, 1.65]: never dege
 class GaussianActor(nn.Module):
     """MLP over the state with two heads: the mean and the log standard deviation of the action."""
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...], activation: str = "mish"):
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...], activation: str = "mish",
+                 gemm_dtype: torch.dtype | None = None):
         super().__init__()
+        self.gemm_dtype = gemm_dtype  # the matrix multiplies' precision (dacer2/algo/precision.py)
         self.act = activation_fn(activation)
         sizes = (obs_dim, *hidden_sizes)
         self.hidden = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
@@ -35,8 +38,9 @@ class GaussianActor(nn.Module):
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = obs
         for layer in self.hidden:
-            h = self.act(layer(h))
-        return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+            h = self.act(linear(h, layer, self.gemm_dtype))
+        return linear(h, self.mean, self.gemm_dtype), linear(h, self.log_std, self.gemm_dtype).clamp(LOG_STD_MIN,
+                                                                                                       LOG_STD_MAX)
 
     def sample(self, obs: torch.Tensor, generator: torch.Generator | None, deterministic: bool) -> torch.Tensor:
         """Reparameterised sample in [-1, 1]; the deterministic action is the clipped mean."""

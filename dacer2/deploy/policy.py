@@ -13,6 +13,7 @@ dacer2-export file's `noise` input; the fused backend draws in-op, so the two ba
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,7 @@ class PolicyInfo:
     env_steps: int
     checkpoint: Path
     backend: str
+    precision: str = "fp32"  # of the acting GEMMs, Policy.load's `precision`, not necessarily the training run's
 
 
 class Policy:
@@ -96,11 +98,13 @@ class Policy:
         backend: str = "auto",
         seed: int = 0,
         action_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+        precision: str = "fp32",
     ) -> "Policy":
         """Load from a run directory or a checkpoint file.
 
         `action_bounds` overrides the env's bounds (default: looked up from the stored env id, which needs that
-        env to be installed); `backend="auto"` picks the fastest inference backend available.
+        env to be installed); `backend="auto"` picks the fastest inference backend available; `precision` is that
+        of the acting GEMMs (fp32, bf16 or auto, as dacer2-train's --precision), whatever the run trained with.
         """
         ckpt = find_checkpoint(path)
         payload = load_checkpoint(ckpt, map_location=device)
@@ -116,6 +120,9 @@ class Policy:
         if family not in HEADS:
             raise CheckpointError(f"{ckpt}: unknown policy family {family!r} (known: {', '.join(HEADS)})")
         name = select_backend(backend, family, device, config.activation)
+        from dacer2.algo.precision import resolve_precision
+
+        config = dataclasses.replace(config, precision=resolve_precision(precision, device)[0])
         head = build_head(family, obs_dim, action_dim, config, name)
         try:
             head.actor.load_state_dict({k[len("actor."):]: v for k, v in modules.items() if k.startswith("actor.")})
@@ -128,7 +135,8 @@ class Policy:
             from dacer2.envs import action_bounds as env_action_bounds
 
             action_bounds = env_action_bounds(config.env_id)
-        info = PolicyInfo(config.env_id, family, obs_dim, action_dim, int(payload.get("env_steps", 0)), ckpt, name)
+        info = PolicyInfo(config.env_id, family, obs_dim, action_dim, int(payload.get("env_steps", 0)), ckpt, name,
+                          config.precision)
         return cls(head, info, action_bounds[0], action_bounds[1], config, torch.device(device), generator, seed)
 
     def seed(self, seed: int) -> None:
@@ -176,4 +184,4 @@ class Policy:
     def __repr__(self) -> str:
         i = self.info
         return (f"Policy({i.policy_family}, env={i.env_id}, obs_dim={i.obs_dim}, action_dim={i.action_dim}, "
-                f"env_steps={i.env_steps}, backend={i.backend})")
+                f"env_steps={i.env_steps}, backend={i.backend}, precision={i.precision})")

@@ -13,23 +13,25 @@ from dacer2.ops import reference as ref
 NAMESPACE = "dacer2"
 
 SCHEMAS = {
+    # gemm_dtype (every op with matrix multiplies): None multiplies in the inputs' dtype, torch.bfloat16 rounds both
+    # operands and the product to bf16 with fp32 accumulation (dacer2/algo/precision.py).
     # Acting: the whole chain, no grad. rng = int64 [seed, offset]; offset advances by (T+1) B A per call
     # unless `noise` [T+1, B, A] is injected (row 0 initial x, rows 1..T-1 chain noise, row T exploration).
     "sample_chain": "sample_chain(Tensor obs, Tensor packed, int[] dims, Tensor sched, Tensor alpha_scale, "
-    "Tensor(a!) rng, Tensor? noise, bool chain_noise, bool explore) -> Tensor",
+    "Tensor(a!) rng, Tensor? noise, bool chain_noise, bool explore, ScalarType? gemm_dtype=None) -> Tensor",
     # Training chain: noise [T, B, A] (row 0 initial x, rows 1.. chain noise). Returns action, visited x_t
     # [T, B, A], eps [T, B, A] and what the backward needs (post-activations and mish' of every layer).
     "chain_forward": "chain_forward(Tensor obs, Tensor packed, int[] dims, Tensor sched, Tensor noise, "
-    "bool eps_stop_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "bool eps_stop_grad, ScalarType? gemm_dtype=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
     "chain_backward": "chain_backward(Tensor grad_action, Tensor? grad_visited, Tensor? grad_eps, Tensor obs, "
     "Tensor packed, int[] dims, Tensor sched, Tensor noise, Tensor visited, Tensor eps, Tensor saved_h, "
-    "Tensor saved_d, bool eps_stop_grad) -> (Tensor, Tensor)",
+    "Tensor saved_d, bool eps_stop_grad, ScalarType? gemm_dtype=None) -> (Tensor, Tensor)",
     # L_g = mean((eps - u)^2), u = -w_k g / (||g|| + 1e-8); weight [T] in visit order.
     "qgrad_loss": "qgrad_loss(Tensor eps, Tensor g, Tensor weight) -> Tensor",
     "qgrad_loss_backward": "qgrad_loss_backward(Tensor grad, Tensor eps, Tensor g, Tensor weight) -> Tensor",
     # min/mean/q1 (mode 0/1/2) of the twin means and its action-gradient for action [N, B, A], obs [B, S].
-    "critic_action_grad": "critic_action_grad(Tensor obs, Tensor action, Tensor packed, int[] dims, int mode) "
-    "-> (Tensor, Tensor)",
+    "critic_action_grad": "critic_action_grad(Tensor obs, Tensor action, Tensor packed, int[] dims, int mode, "
+    "ScalarType? gemm_dtype=None) -> (Tensor, Tensor)",
 }
 
 # The kernel of every device without a compiled one. The reference twins serve, except for the two whose twin
@@ -59,13 +61,13 @@ def _sum_hidden(dims) -> int:
 
 
 @torch.library.register_fake("dacer2::sample_chain")
-def _(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore):
+def _(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore, gemm_dtype=None):
     check_devices("sample_chain", obs, packed=packed, sched=sched, alpha_scale=alpha_scale, rng=rng, noise=noise)
     return obs.new_empty(obs.shape[0], dims[1])
 
 
 @torch.library.register_fake("dacer2::chain_forward")
-def _(obs, packed, dims, sched, noise, eps_stop_grad):
+def _(obs, packed, dims, sched, noise, eps_stop_grad, gemm_dtype=None):
     check_devices("chain_forward", obs, packed=packed, sched=sched, noise=noise)
     B, (S, A, T) = obs.shape[0], dims[:3]
     n = T * B * _sum_hidden(dims)
@@ -73,7 +75,8 @@ def _(obs, packed, dims, sched, noise, eps_stop_grad):
 
 
 @torch.library.register_fake("dacer2::chain_backward")
-def _(grad_action, grad_visited, grad_eps, obs, packed, dims, sched, noise, visited, eps, saved_h, saved_d, sg):
+def _(grad_action, grad_visited, grad_eps, obs, packed, dims, sched, noise, visited, eps, saved_h, saved_d, sg,
+      gemm_dtype=None):
     return torch.empty_like(obs), torch.empty_like(packed)
 
 
@@ -89,16 +92,16 @@ def _(grad, eps, g, weight):
 
 
 @torch.library.register_fake("dacer2::critic_action_grad")
-def _(obs, action, packed, dims, mode):
+def _(obs, action, packed, dims, mode, gemm_dtype=None):
     check_devices("critic_action_grad", obs, action=action, packed=packed)
     return action.new_empty(action.shape[:2]), torch.empty_like(action)
 
 
 # ---- autograd ---------------------------------------------------------------------------------------------
 def _chain_setup(ctx, inputs, output):
-    obs, packed, dims, sched, noise, eps_stop_grad = inputs
+    obs, packed, dims, sched, noise, eps_stop_grad, gemm_dtype = inputs  # defaults arrive filled in
     action, visited, eps, saved_h, saved_d = output
-    ctx.dims, ctx.eps_stop_grad = dims, eps_stop_grad
+    ctx.dims, ctx.eps_stop_grad, ctx.gemm_dtype = dims, eps_stop_grad, gemm_dtype
     ctx.save_for_backward(obs, packed, sched, noise, visited, eps, saved_h, saved_d)
     ctx.mark_non_differentiable(saved_h, saved_d)
     ctx.set_materialize_grads(False)
@@ -112,9 +115,9 @@ def _chain_backward(ctx, grad_action, grad_visited, grad_eps, _gh, _gd):
         grad_action.contiguous(),
         None if grad_visited is None else grad_visited.contiguous(),
         None if grad_eps is None else grad_eps.contiguous(),
-        obs, packed, ctx.dims, sched, noise, visited, eps, saved_h, saved_d, ctx.eps_stop_grad,
+        obs, packed, ctx.dims, sched, noise, visited, eps, saved_h, saved_d, ctx.eps_stop_grad, ctx.gemm_dtype,
     )
-    return grad_obs, grad_packed, None, None, None, None
+    return grad_obs, grad_packed, None, None, None, None, None
 
 
 torch.library.register_autograd("dacer2::chain_forward", _chain_backward, setup_context=_chain_setup)
@@ -140,7 +143,7 @@ def _critic_setup(ctx, inputs, output):
 
 def _critic_backward(ctx, grad_q, grad_g):
     # The action-gradient is a constant target of L_g (algorithm.md §3: critic weights are not trained by it).
-    return None, None, None, None, None
+    return None, None, None, None, None, None
 
 
 torch.library.register_autograd("dacer2::critic_action_grad", _critic_backward, setup_context=_critic_setup)

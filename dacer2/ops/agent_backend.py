@@ -29,16 +29,16 @@ class _CriticValue(torch.autograd.Function):
     call (no weight gradients), so differentiating q costs no second pass."""
 
     @staticmethod
-    def forward(ctx, obs, action, packed, dims, mode):
+    def forward(ctx, obs, action, packed, dims, mode, gemm_dtype):
         single = action.dim() == 2
-        q, g = ops.critic_action_grad(obs, action.unsqueeze(0) if single else action, packed, dims, mode)
+        q, g = ops.critic_action_grad(obs, action.unsqueeze(0) if single else action, packed, dims, mode, gemm_dtype)
         ctx.save_for_backward(g[0] if single else g)
         return q[0] if single else q
 
     @staticmethod
     def backward(ctx, grad_q):
         (g,) = ctx.saved_tensors
-        return None, grad_q[..., None] * g, None, None, None
+        return None, grad_q[..., None] * g, None, None, None, None
 
 
 class FusedDiffusionHead(DiffusionHead):
@@ -88,7 +88,7 @@ class FusedDiffusionHead(DiffusionHead):
         # A fresh random (seed, offset) from the agent's generator per call: acting stays reproducible from the
         # generator state (tests, checkpoint resume, a Policy with the same seed) at the cost of one tiny draw.
         return act_fused(self._sample, obs, packed, dims, sched, alpha_scale, self.rng, self.generator, chain_noise,
-                         not deterministic)
+                         not deterministic, self.actor.gemm_dtype)
 
     # ---- chains with generator noise ------------------------------------------------------------------------
     def sample(self, obs: torch.Tensor, chain_noise: bool = True) -> torch.Tensor:
@@ -101,7 +101,7 @@ class FusedDiffusionHead(DiffusionHead):
         noise = draw_chain_noise(self.T, obs, self.actor.action_dim, self.generator, chain_noise=chain_noise,
                                  exploration_row=True)
         return ops.sample_chain(obs, packed, dims, self.sched(obs.dtype, obs.device), self.alpha_scale(), self.rng,
-                                noise, chain_noise, False)
+                                noise, chain_noise, False, self.actor.gemm_dtype)
 
     def trace(self, obs: torch.Tensor, chain_noise: bool = True) -> ChainTrace:
         if not self.cfg.qgrad_stop_gradient:
@@ -112,7 +112,7 @@ class FusedDiffusionHead(DiffusionHead):
         packed, dims = pack_denoiser(self.actor, self.T)
         noise = draw_chain_noise(self.T, obs, self.actor.action_dim, self.generator, chain_noise=chain_noise)
         action, visited, eps, _, _ = ops.chain_forward(obs, packed, dims, self.sched(obs.dtype, obs.device), noise,
-                                                       True)
+                                                       True, self.actor.gemm_dtype)
         # eps[k] = eps_theta(s, sg(x_t), t): its gradient reaches the weights and obs, not x_t.
         return ChainTrace(action=action, visited=visited, eps=eps)
 
@@ -132,17 +132,19 @@ class FusedCritic:
         critic = reference.critic
         self.critic_cache = PackCache(critic, lambda: pack_critic(critic))
         self.critic_dims = critic_dims(critic, obs_dim, action_dim)
+        self.gemm_dtype = critic.layers[0].gemm_dtype
 
     def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
         if obs.requires_grad:
             return self.reference.critic_value(obs, action, which)
         packed = self.critic_cache.get()
-        return _CriticValue.apply(obs.contiguous(), action.contiguous(), packed, self.critic_dims, CRITIC_MODES[which])
+        return _CriticValue.apply(obs.contiguous(), action.contiguous(), packed, self.critic_dims, CRITIC_MODES[which],
+                                  self.gemm_dtype)
 
     def action_grad(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
         # The op computes q and d q / d action in one pass; the gradient is all L_g needs.
         single = action.dim() == 2
         stacked = action.detach().unsqueeze(0) if single else action.detach()
         _, grad = ops.critic_action_grad(obs.contiguous(), stacked.contiguous(), self.critic_cache.get(),
-                                         self.critic_dims, CRITIC_MODES[which])
+                                         self.critic_dims, CRITIC_MODES[which], self.gemm_dtype)
         return grad[0] if single else grad

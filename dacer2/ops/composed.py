@@ -19,11 +19,12 @@ import torch
 
 from dacer2.algo.diffusion import ReverseChain
 from dacer2.algo.networks import CRITIC_CHOICES, twin_value
+from dacer2.algo.precision import addmm, addmm_, mm
 from dacer2.ops.packing import critic_layers, unpack_denoiser
 from dacer2.ops.reference import critic_forward, mish_and_grad
 
 
-def critic_action_grad(obs, action, packed, dims, mode):
+def critic_action_grad(obs, action, packed, dims, mode, gemm_dtype=None):
     """min/mean/q1 (mode 0/1/2) of the twin critic means and its gradient w.r.t. the action, backward written out.
     Layout of `packed` and `dims` as reference.critic_forward; action [N, B, A], obs [B, S]."""
     S, A = dims[:2]
@@ -35,7 +36,7 @@ def critic_action_grad(obs, action, packed, dims, mode):
         derivs.append(d)
         return h
 
-    mu = critic_forward(obs, action, packed, dims, mish_saving_grad).view(2, N * B)
+    mu = critic_forward(obs, action, packed, dims, mish_saving_grad, gemm_dtype).view(2, N * B)
     q = twin_value(mu, CRITIC_CHOICES[mode])
     if mode == 0:
         dq_dmu = torch.nn.functional.one_hot(mu.argmin(dim=0), 2).t().to(mu.dtype)
@@ -47,8 +48,8 @@ def critic_action_grad(obs, action, packed, dims, mode):
     delta = mu.new_zeros(2, N * B, 2)
     delta[..., 0] = dq_dmu
     for i in range(len(weights) - 1, 0, -1):
-        delta = torch.bmm(delta, weights[i].transpose(1, 2)) * derivs[i - 1]
-    grad_in = torch.bmm(delta, weights[0].transpose(1, 2)).sum(0)  # both critics feed the same input
+        delta = mm(delta, weights[i].transpose(1, 2), gemm_dtype) * derivs[i - 1]
+    grad_in = mm(delta, weights[0].transpose(1, 2), gemm_dtype).sum(0)  # both critics feed the same input
     return q.view(N, B), grad_in[:, S:].reshape(N, B, A).contiguous()
 
 
@@ -65,32 +66,32 @@ def _layer_views(flat, dims, B):
     return views
 
 
-def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad):
+def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad, gemm_dtype=None):
     S, A, T, *H = dims
     B = obs.shape[0]
     w1o, w1x, sb, hidden, wo, bo = unpack_denoiser(packed, dims)
     saved_h = obs.new_empty(T * B * sum(H))
     saved_d = obs.new_empty(T * B * sum(H))
     hv, dv = _layer_views(saved_h, dims, B), _layer_views(saved_d, dims, B)
-    share = obs @ w1o
+    share = mm(obs, w1o, gemm_dtype)
 
     def denoise_saving(_, x, t):
         k = T - 1 - t
-        h, d = mish_and_grad(torch.addmm(share + sb[t], x, w1x))
+        h, d = mish_and_grad(addmm(share + sb[t], x, w1x, gemm_dtype))
         hv[k][0].copy_(h)
         dv[k][0].copy_(d)
         for i, (w, b) in enumerate(hidden, start=1):
-            h, d = mish_and_grad(torch.addmm(b, h, w))
+            h, d = mish_and_grad(addmm(b, h, w, gemm_dtype))
             hv[k][i].copy_(h)
             dv[k][i].copy_(d)
-        return torch.addmm(bo, h, wo)
+        return addmm(bo, h, wo, gemm_dtype)
 
     out = ReverseChain.from_coefficients(sched).sample(denoise_saving, obs, A, noise=noise)
     return out.action, out.visited, out.eps, saved_h, saved_d
 
 
 def chain_backward(grad_action, grad_visited, grad_eps, obs, packed, dims, sched, noise, visited, eps, saved_h,
-                   saved_d, eps_stop_grad):
+                   saved_d, eps_stop_grad, gemm_dtype=None):
     S, A, T, *H = dims
     B = obs.shape[0]
     w1o, w1x, sb, hidden, wo, bo = unpack_denoiser(packed, dims)
@@ -116,21 +117,21 @@ def chain_backward(grad_action, grad_visited, grad_eps, obs, packed, dims, sched
         else:
             streams = d_q[None]
         total = streams.sum(0)
-        g_wo.addmm_(hv[k][-1].t(), total)
+        addmm_(g_wo, hv[k][-1].t(), total, gemm_dtype)
         g_bo.add_(total.sum(0))
-        delta = (streams @ wo.t()) * dv[k][-1]
+        delta = mm(streams, wo.t(), gemm_dtype) * dv[k][-1]
         for i in range(len(H) - 1, 0, -1):
             total = delta.sum(0)
             w, _ = hidden[i - 1]
             g_w, g_b = g_hidden[i - 1]
-            g_w.addmm_(hv[k][i - 1].t(), total)
+            addmm_(g_w, hv[k][i - 1].t(), total, gemm_dtype)
             g_b.add_(total.sum(0))
-            delta = (delta @ w.t()) * dv[k][i - 1]
+            delta = mm(delta, w.t(), gemm_dtype) * dv[k][i - 1]
         total = delta.sum(0)
         d1_acc.add_(total)
         g_sb[t].add_(total.sum(0))
-        g_w1x.addmm_(visited[k].t(), total)
-        gx = gx + delta[0] @ w1x.t()
+        addmm_(g_w1x, visited[k].t(), total, gemm_dtype)
+        gx = gx + mm(delta[0], w1x.t(), gemm_dtype)
         dx = gx
-    g_w1o.addmm_(obs.t(), d1_acc)
-    return d1_acc @ w1o.t(), grad_packed
+    addmm_(g_w1o, obs.t(), d1_acc, gemm_dtype)
+    return mm(d1_acc, w1o.t(), gemm_dtype), grad_packed

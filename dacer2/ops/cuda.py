@@ -47,11 +47,11 @@ def _check(name: str, **tensors) -> None:
         raise RuntimeError(f"dacer2::{name}: {', '.join(bad)} must be contiguous")
 
 
-def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore):
+def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore, gemm_dtype=None):
     args = (obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore)
     K = triton_kernels()
-    if K is None:
-        return ref.sample_chain(*args)
+    if K is None or gemm_dtype is not None:  # the Triton kernels multiply in fp32 only
+        return ref.sample_chain(*args, gemm_dtype)
     _check("sample_chain", obs=obs, packed=packed, sched=sched, alpha_scale=alpha_scale, rng=rng, noise=noise)
     if rng.dtype != torch.int64 or rng.numel() != 2:
         raise RuntimeError("dacer2::sample_chain: rng must be a contiguous int64 tensor [seed, offset]")
@@ -83,10 +83,10 @@ def qgrad_loss_backward(grad, eps, g, weight):
     return K.qgrad_loss.loss_backward(grad.contiguous(), eps, g, weight)
 
 
-def critic_action_grad(obs, action, packed, dims, mode):
+def critic_action_grad(obs, action, packed, dims, mode, gemm_dtype=None):
     K = triton_kernels()
-    if K is None:
-        return composed.critic_action_grad(obs, action, packed, dims, mode)
+    if K is None or gemm_dtype is not None:
+        return composed.critic_action_grad(obs, action, packed, dims, mode, gemm_dtype)
     _check("critic_action_grad", obs=obs, action=action, packed=packed)
     if mode not in (0, 1, 2):
         raise RuntimeError(f"dacer2::critic_action_grad: mode must be 0 (min), 1 (mean) or 2 (q1), got {mode}")
@@ -97,10 +97,10 @@ def critic_action_grad(obs, action, packed, dims, mode):
     return K.critic_action_grad.launch(obs, action, packed, dims, mode)
 
 
-def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad):
+def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad, gemm_dtype=None):
     K = triton_kernels()
-    if K is None:
-        return composed.chain_forward(obs, packed, dims, sched, noise, eps_stop_grad)
+    if K is None or gemm_dtype is not None:
+        return composed.chain_forward(obs, packed, dims, sched, noise, eps_stop_grad, gemm_dtype)
     _check("chain_forward", obs=obs, packed=packed, sched=sched, noise=noise)
     if noise.shape != (dims[2], obs.shape[0], dims[1]):
         raise RuntimeError(f"dacer2::chain_forward: noise must have shape {[dims[2], obs.shape[0], dims[1]]}, got "
@@ -111,11 +111,11 @@ def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad):
 
 
 def chain_backward(grad_action, grad_visited, grad_eps, obs, packed, dims, sched, noise, visited, eps, saved_h,
-                   saved_d, eps_stop_grad):
+                   saved_d, eps_stop_grad, gemm_dtype=None):
     args = (grad_action, grad_visited, grad_eps, obs, packed, dims, sched, noise, visited, eps, saved_h, saved_d,
-            eps_stop_grad)
+            eps_stop_grad, gemm_dtype)
     K = triton_kernels()
-    if K is None:
+    if K is None or gemm_dtype is not None:
         return composed.chain_backward(*args)
     tensors = dict(grad_action=grad_action, grad_visited=grad_visited, grad_eps=grad_eps, packed=packed,
                    sched=sched, visited=visited, eps=eps, saved_h=saved_h, saved_d=saved_d)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from dacer2.algo import qgrad
 from dacer2.algo.diffusion import ReverseChain, add_exploration_noise
 from dacer2.algo.networks import CRITIC_CHOICES, twin_value
+from dacer2.algo.precision import addmm, mm
 from dacer2.ops.packing import critic_layers, unpack_denoiser
 
 MASK32 = 0xFFFFFFFF
@@ -63,22 +64,24 @@ def mish_and_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return z * tq, tq + z * (1.0 - tq * tq) * e / (1.0 + e)
 
 
-def denoise(obs_share: torch.Tensor, x: torch.Tensor, t: int, parts, save: list | None = None) -> torch.Tensor:
-    """eps_theta at step t from packed parts; obs_share = obs @ w1o_t (computed once per chain)."""
+def denoise(obs_share: torch.Tensor, x: torch.Tensor, t: int, parts, save: list | None = None,
+            gemm_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """eps_theta at step t from packed parts; obs_share = obs @ w1o_t (computed once per chain). With a gemm_dtype
+    the matrix multiplies round to it (dacer2/algo/precision.py), the layer-1 action share (K = A) included."""
     _, w1x, sb, hidden, wo, bo = parts
-    z = obs_share + x @ w1x + sb[t]
+    z = obs_share + mm(x, w1x, gemm_dtype) + sb[t]
     h = F.mish(z)
     if save is not None:
         save.append((h, mish_and_grad(z)[1]))
     for w, b in hidden:
-        z = torch.addmm(b, h, w)
+        z = addmm(b, h, w, gemm_dtype)
         h = F.mish(z)
         if save is not None:
             save.append((h, mish_and_grad(z)[1]))
-    return torch.addmm(bo, h, wo)
+    return addmm(bo, h, wo, gemm_dtype)
 
 
-def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore):
+def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore, gemm_dtype=None):
     S, A, T = dims[:3]
     B = obs.shape[0]
     if noise is None:
@@ -87,46 +90,47 @@ def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise,
         rng[1] += (T + 1) * B * A
     with torch.no_grad():
         parts = unpack_denoiser(packed, dims)
-        share = obs @ parts[0]
+        share = mm(obs, parts[0], gemm_dtype)
         chain = ReverseChain.from_coefficients(sched)
-        x = chain.sample(lambda _, x, t: denoise(share, x, t, parts), obs, A, chain_noise=chain_noise, noise=noise).action
+        x = chain.sample(lambda _, x, t: denoise(share, x, t, parts, None, gemm_dtype), obs, A, chain_noise=chain_noise,
+                         noise=noise).action
         if explore:
             x = add_exploration_noise(x, alpha_scale, 1.0, xi=noise[T])
         return x.clone()
 
 
-def _chain(obs, packed, dims, sched, noise, eps_stop_grad, save=None):
+def _chain(obs, packed, dims, sched, noise, eps_stop_grad, save=None, gemm_dtype=None):
     """Differentiable chain. With eps_stop_grad, the returned eps are eps_theta(s, sg(x_t), t): same values,
     gradient only into the weights and obs (computed by a second denoiser pass here; the fused op avoids it)."""
     parts = unpack_denoiser(packed, dims)
-    share = obs @ parts[0]
+    share = mm(obs, parts[0], gemm_dtype)
     eps_sg = []
 
     def denoiser(_, x, t):
-        eps = denoise(share, x, t, parts, save)
+        eps = denoise(share, x, t, parts, save, gemm_dtype)
         if eps_stop_grad:
-            eps_sg.append(denoise(share, x.detach(), t, parts))
+            eps_sg.append(denoise(share, x.detach(), t, parts, None, gemm_dtype))
         return eps
 
     out = ReverseChain.from_coefficients(sched).sample(denoiser, obs, dims[1], noise=noise)
     return out.action, out.visited, torch.stack(eps_sg) if eps_stop_grad else out.eps
 
 
-def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad):
+def chain_forward(obs, packed, dims, sched, noise, eps_stop_grad, gemm_dtype=None):
     save: list = []
     with torch.no_grad():
-        action, visited, eps = _chain(obs, packed, dims, sched, noise, False, save)
+        action, visited, eps = _chain(obs, packed, dims, sched, noise, False, save, gemm_dtype)
     saved_h = torch.cat([h.reshape(-1) for h, _ in save])
     saved_d = torch.cat([d.reshape(-1) for _, d in save])
     return action, visited, eps, saved_h, saved_d
 
 
 def chain_backward(grad_action, grad_visited, grad_eps, obs, packed, dims, sched, noise, visited, eps, saved_h,
-                   saved_d, eps_stop_grad):
+                   saved_d, eps_stop_grad, gemm_dtype=None):
     with torch.enable_grad():
         obs_ = obs.detach().requires_grad_(True)
         packed_ = packed.detach().requires_grad_(True)
-        action, vis, ep = _chain(obs_, packed_, dims, sched, noise, eps_stop_grad)
+        action, vis, ep = _chain(obs_, packed_, dims, sched, noise, eps_stop_grad, gemm_dtype=gemm_dtype)
         outs, grads = [action], [grad_action]
         if grad_visited is not None:
             outs.append(vis)
@@ -151,7 +155,7 @@ def qgrad_loss_backward(grad, eps, g, weight):
     return grad * 2.0 * (eps - qgrad.qgrad_target(g, weight)) / n
 
 
-def critic_forward(obs, action, packed, dims, activation=F.mish):
+def critic_forward(obs, action, packed, dims, activation=F.mish, gemm_dtype=None):
     """mu [2, N, B] of the twin critic from a packed buffer; action [N, B, A]. composed.py passes an `activation`
     that also records mish' for its explicit backward."""
     S, A = dims[:2]
@@ -160,15 +164,16 @@ def critic_forward(obs, action, packed, dims, activation=F.mish):
     h = h.expand(2, -1, -1)
     layers = critic_layers(packed, dims)
     for i, (w, b) in enumerate(layers):
-        h = torch.baddbmm(b, h, w)
+        h = addmm(b, h, w, gemm_dtype)
         if i < len(layers) - 1:
             h = activation(h)
     return h[..., 0].view(2, N, B)
 
 
-def critic_action_grad(obs, action, packed, dims, mode):
+def critic_action_grad(obs, action, packed, dims, mode, gemm_dtype=None):
     with torch.enable_grad():
         a = action.detach().requires_grad_(True)
-        q = twin_value(critic_forward(obs.detach(), a, packed.detach(), dims), CRITIC_CHOICES[mode])
+        q = twin_value(critic_forward(obs.detach(), a, packed.detach(), dims, gemm_dtype=gemm_dtype),
+                       CRITIC_CHOICES[mode])
         (g,) = torch.autograd.grad(q.sum(), a)
     return q.detach(), g

@@ -66,6 +66,7 @@ class TrainResult:
     checkpoint: Path | None = None
     # Seconds per loop phase in this process (a resumed run counts from its resume), the loop's overhead share.
     time_breakdown: dict = field(default_factory=dict)
+    precision: str = "fp32"  # of the GEMMs, and why: "bf16 (auto: the CPU has amx_bf16 ...)"
 
 
 def step_vector_env(envs: gym.vector.VectorEnv, action: np.ndarray):
@@ -287,6 +288,7 @@ def _finish(run: TrainingRun, loop: LoopState) -> TrainResult:
         eval_history=history,
         checkpoint=final,
         time_breakdown=loop.times.breakdown(),
+        precision=f"{run.cfg.precision} ({run.cfg.precision_reason})",
     )
     (run.run_dir / "result.json").write_text(
         json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}, indent=2)

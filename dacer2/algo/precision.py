@@ -1,0 +1,102 @@
+"""GEMM precision: the matrix multiplies of the actor, the critics and the chain in float32, or in bfloat16 with
+float32 accumulation (--precision bf16), and which of the two a host should run (--precision auto).
+
+In bf16 only the matrix multiplies change: both operands are rounded to bf16 (8-bit mantissa), the product is
+accumulated in fp32 by oneDNN and rounded to bf16 once more on output, then widened back to fp32. Everything else
+stays fp32: master weights, Adam, biases, mish, the losses, L_g's normalisation, the critic's distributional
+terms and the entropy fit. The casts are differentiable, so the backward GEMMs of a bf16 forward run in bf16 too.
+The fused C++ ops take the same `gemm_dtype` and follow the same rule (csrc/ops.cpp).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("fp32", "bf16", "auto")
+# Flags of CPUs whose matrix units multiply bf16 natively (Intel AMX, AVX512-BF16 on Intel and AMD Zen 4+).
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# "auto" picks bf16 only if the self-check measures at least this speed-up of a bf16 GEMM over fp32.
+AUTO_MIN_SPEEDUP = 1.5
+
+
+def gemm_dtype(precision: str) -> torch.dtype | None:
+    """The dtype the GEMMs round to: None for fp32 (no rounding), torch.bfloat16 for bf16."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be resolved to fp32 or bf16 here, got {precision!r}")
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def mm(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """a @ b, in `dtype` with the result widened back to a's dtype when dtype is given."""
+    if dtype is None:
+        return a @ b
+    return (a.to(dtype) @ b.to(dtype)).to(a.dtype)
+
+
+def addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """bias + a @ b (a batched b [E, K, N] with bias [E, 1, N] works too); the bias add stays in a's dtype."""
+    if dtype is None:
+        return torch.baddbmm(bias, a, b) if b.dim() == 3 else torch.addmm(bias, a, b)
+    return mm(a, b, dtype) + bias
+
+
+def linear(x: torch.Tensor, layer: torch.nn.Linear, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """layer(x) with its matrix multiply in `dtype`; exactly layer(x) when dtype is None."""
+    return layer(x) if dtype is None else mm(x, layer.weight.t(), dtype) + layer.bias
+
+
+def addmm_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """acc += a @ b, in place (weight-gradient accumulation)."""
+    return acc.addmm_(a, b) if dtype is None else acc.add_(mm(a, b, dtype))
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no flags to read, so auto stays fp32
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+def _gemm_seconds(dtype: torch.dtype, size: int = 256, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b  # warm-up: oneDNN builds its kernel on the first call
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return (time.perf_counter() - start) / repeats
+
+
+@functools.lru_cache(maxsize=None)
+def host_bf16_report() -> tuple[bool, str]:
+    """(whether this CPU multiplies bf16 natively and fast, why). Reads the CPU flags first and measures a 256^3 GEMM
+    both ways only where the flags promise hardware, so a CPU that would emulate bf16 never pays the slow check."""
+    flags = sorted(cpu_flags() & set(BF16_FLAGS))
+    if not flags:
+        return False, f"this CPU has none of {', '.join(BF16_FLAGS)}: bf16 would be emulated, slower than fp32"
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False, f"the CPU has {', '.join(flags)} but torch's oneDNN reports no bf16 support"
+    speedup = _gemm_seconds(torch.float32) / _gemm_seconds(torch.bfloat16)
+    if speedup < AUTO_MIN_SPEEDUP:
+        return False, f"the CPU has {', '.join(flags)} but a bf16 GEMM measured only {speedup:.1f}x fp32"
+    return True, f"the CPU has {', '.join(flags)} and a 256^3 bf16 GEMM measured {speedup:.1f}x fp32"
+
+
+def resolve_precision(requested: str, device: torch.device | str) -> tuple[str, str]:
+    """(fp32 or bf16, why) for a run on `device`."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown precision {requested!r}; choose one of {PRECISIONS}")
+    device = torch.device(device)
+    if device.type != "cpu":
+        if requested == "bf16":
+            raise ValueError("--precision bf16 is implemented for CPUs; on a GPU use fp32")
+        return "fp32", f"{device.type} runs fp32 (bf16 GEMMs are implemented for CPUs)"
+    if requested != "auto":
+        return requested, "as requested"
+    fast, why = host_bf16_report()
+    return ("bf16" if fast else "fp32"), f"auto: {why}"
