@@ -239,6 +239,8 @@ def _cpu_model() -> tuple[str, str]:
             text = f.read()
         model = re.search(r"^model name\s*:\s*(.+)$", text, re.M).group(1).strip()
         avx512 = ", AVX-512" if re.search(r"\bavx512f\b", text) else ""
+        bf16 = [flag for flag in ("amx_bf16", "avx512_bf16") if re.search(rf"\b{flag}\b", text)]
+        avx512 += f", bf16: {' '.join(bf16)}" if bf16 else ", no bf16 hardware"
     except (OSError, AttributeError):
         model, avx512 = platform.processor() or platform.machine(), ""
     return model, f"{model} ({os.cpu_count()} cores{avx512})"

@@ -154,3 +154,17 @@ def test_missing_checkpoint_is_a_checkpoint_error(tmp_path):
         dacer2.Policy.load(tmp_path)
     with pytest.raises(CheckpointError, match="no run directory"):
         dacer2.Policy.load(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_bf16_policy_acts_close_to_fp32_and_says_so(run_dir, backend):
+    """Policy.load(precision="bf16") multiplies in bf16 (the run trained in fp32): same seed, same draws, actions
+    within bf16's rounding of the fp32 policy's but not equal to them."""
+    fp32 = dacer2.Policy.load(run_dir, backend=backend, seed=3)
+    bf16 = dacer2.Policy.load(run_dir, backend=backend, seed=3, precision="bf16")
+    assert (fp32.info.precision, bf16.info.precision) == ("fp32", "bf16") and "precision=bf16" in repr(bf16)
+    assert bf16.head.actor.gemm_dtype == torch.bfloat16 and fp32.head.actor.gemm_dtype is None
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32) * 0.1
+    a32, a16 = fp32.act(obs, deterministic=True), bf16.act(obs, deterministic=True)
+    err = np.linalg.norm(a16 - a32) / np.linalg.norm(a32)
+    assert 1e-5 < err < 4 * float(torch.finfo(torch.bfloat16).eps), err
