@@ -91,7 +91,10 @@ def resolve_precision(requested: str, device: torch.device | str) -> tuple[str, 
     """(fp32 or bf16, why) for a run on `device`."""
     if requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}; choose one of {PRECISIONS}")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:  # reported here because configs resolve their precision before the trainer sees the device
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda") from None
     if device.type != "cpu":
         if requested == "bf16":
             raise ValueError("--precision bf16 is implemented for CPUs; on a GPU use fp32")
