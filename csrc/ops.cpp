@@ -107,18 +107,21 @@ struct Gemm {
 
   Tensor weights(const Tensor& packed) const { return dtype ? packed.to(*dtype) : packed; }
   Tensor mm(const Tensor& a, const Tensor& b) const {
-    return dtype ? at::mm(a.to(*dtype), b.to(*dtype)).to(a.scalar_type()) : a.mm(b);
+    return dtype ? mm_rounded(a, b).to(a.scalar_type()) : a.mm(b);
   }
+  Tensor mm_rounded(const Tensor& a, const Tensor& b) const { return at::mm(a.to(*dtype), b.to(*dtype)); }
+  // With a gemm dtype the widening to fp32 happens inside the add (type promotion): the same values as widening
+  // first, one pass and one temporary fewer.
   void addmm_out(Tensor out, const Tensor& bias, const Tensor& a, const Tensor& b) const {  // out = bias + a b
     if (dtype) {
-      at::add_out(out, mm(a, b), bias);
+      at::add_out(out, mm_rounded(a, b), bias);
     } else {
       at::addmm_out(out, bias, a, b);
     }
   }
   void addmm_(const Tensor& acc, const Tensor& a, const Tensor& b) const {  // acc += a b
     if (dtype) {
-      acc.add_(mm(a, b));
+      acc.add_(mm_rounded(a, b));
     } else {
       acc.addmm_(a, b);
     }
