@@ -27,6 +27,7 @@ def page_builder(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "PAGE", tmp_path / "docs" / "results.md")
     monkeypatch.setattr(module, "EVALUATION_PAGE", tmp_path / "docs" / "evaluation.md")
     monkeypatch.setattr(module, "MULTIGOAL_RUNS", tmp_path / "results" / "multigoal" / "runs")
+    monkeypatch.setattr(module, "PERFORMANCE_PAGE", tmp_path / "docs" / "performance.md")
     module.PAGE.parent.mkdir(parents=True)
     module.PAGE.write_text(f"# hand-written intro\n\n{module.BEGIN}\nstale\n{module.END}\n\nhand-written outro\n")
     module.EVALUATION_PAGE.write_text(f"intro\n{module.MG_BEGIN}\nstale\n{module.MG_END}\noutro\n")
@@ -214,3 +215,23 @@ def test_few_steps_table_takes_t5_from_the_coverage_runs_30k_reports(page_builde
     assert "| 2 | without L_g (dacer2-no-qgrad) | 3 | 0: 1/4, 1: 1/4, 2: 1/4 | 1.0 | 4.0 | -260 +- 10 |" in text
     assert "| 5 | with L_g (dacer2) | 3 | 0: 4/4, 1: 4/4, 2: 4/4 | 4.0 | 4.0 | -230 +- 0 |" in text
     assert (page_builder.FIGURES / "results_few_steps.png").stat().st_size > 10_000
+
+
+def test_bf16_parity_table_pairs_the_quick_start_seeds(page_builder):
+    def quickstart(folder, seed, precision, history):
+        run = page_builder.RESULTS / folder / "runs" / f"InvertedPendulum-v5__dacer2__{seed}"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"seed": seed, "precision": precision}))
+        (run / "result.json").write_text(json.dumps({"final_eval_mean": history[-1][1], "eval_history": history}))
+
+    quickstart("quickstart", 0, "fp32", [[0, 4.0, 1.0], [6000, 990.0, 0.0], [14000, 1000.0, 0.0]])
+    quickstart("quickstart", 1, "fp32", [[0, 5.0, 1.0], [14000, 1000.0, 0.0]])
+    quickstart("quickstart-bf16", 0, "bf16", [[0, 4.0, 1.0], [8000, 960.0, 0.0], [14000, 700.0, 0.0]])
+    page_builder.PERFORMANCE_PAGE.write_text(f"a\n{page_builder.PARITY_BEGIN}\nstale\n{page_builder.PARITY_END}\nb\n")
+    assert page_builder.main() == 0
+    text = page_builder.PERFORMANCE_PAGE.read_text()
+    assert text.startswith("a\n") and text.endswith("b\n") and "stale" not in text
+    assert "| 0 | 1000 | 700 | 6,000 | 8,000 |" in text
+    assert "| 1 | 1000 | not run | 14,000 | - |" in text
+    assert "bf16 runs recorded precision: bf16." in text
+    assert "Missing bf16 seeds 1 2 3 4:" in text
