@@ -34,6 +34,16 @@ def page_builder(tmp_path, monkeypatch):
     return module
 
 
+def regenerated(builder, page, begin, end):
+    """Write `page` with a stale generated block between hand-written text, run the builder, and return the page
+    after checking that only the block changed."""
+    page.write_text(f"intro\n{begin}\nstale\n{end}\noutro\n")
+    assert builder.main() == 0
+    text = page.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "stale" not in text
+    return text
+
+
 def test_multigoal_table_from_eval_reports(page_builder):
     def report(counts, coverage):
         return {"counts": dict(zip(("right", "left", "up", "down"), counts)), "coverage": coverage}
@@ -51,9 +61,7 @@ def test_multigoal_table_from_eval_reports(page_builder):
             "multigoal": {"deterministic": report(det, cov), "stochastic": report((50, 50, 50, 50), 4)}}))
     (page_builder.MULTIGOAL_RUNS / "b__long" / "eval_30k.json").write_text(json.dumps(
         {"multigoal": {"deterministic": report((200, 0, 0, 0), 1)}}))
-    assert page_builder.main() == 0
-    text = page_builder.EVALUATION_PAGE.read_text()
-    assert text.startswith("intro\n") and text.endswith("outro\n") and "stale" not in text
+    text = regenerated(page_builder, page_builder.EVALUATION_PAGE, page_builder.MG_BEGIN, page_builder.MG_END)
     assert "| dacer2 | 1 | 60k | 100/100/0/0 (2/4) | 50/50/50/50 (4/4) | 200/0/0/0 (1/4) | -200.0 |" in text
     assert "**dacer2**: all four goals deterministically on 1 of 2 seeds" in text
     assert "**gaussian**: all four goals deterministically on 0 of 1 seeds; deterministic coverage 1-1" in text
@@ -227,10 +235,7 @@ def test_bf16_parity_table_pairs_the_quick_start_seeds(page_builder):
     quickstart("quickstart", 0, "fp32", [[0, 4.0, 1.0], [6000, 990.0, 0.0], [14000, 1000.0, 0.0]])
     quickstart("quickstart", 1, "fp32", [[0, 5.0, 1.0], [14000, 1000.0, 0.0]])
     quickstart("quickstart-bf16", 0, "bf16", [[0, 4.0, 1.0], [8000, 960.0, 0.0], [14000, 700.0, 0.0]])
-    page_builder.PERFORMANCE_PAGE.write_text(f"a\n{page_builder.PARITY_BEGIN}\nstale\n{page_builder.PARITY_END}\nb\n")
-    assert page_builder.main() == 0
-    text = page_builder.PERFORMANCE_PAGE.read_text()
-    assert text.startswith("a\n") and text.endswith("b\n") and "stale" not in text
+    text = regenerated(page_builder, page_builder.PERFORMANCE_PAGE, page_builder.PARITY_BEGIN, page_builder.PARITY_END)
     assert "| 0 | 1000 | 700 | 6,000 | 8,000 |" in text
     assert "| 1 | 1000 | not run | 14,000 | - |" in text
     assert "bf16 runs recorded precision: bf16." in text
