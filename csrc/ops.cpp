@@ -566,6 +566,20 @@ std::tuple<Tensor, Tensor> critic_action_grad_cpu(const Tensor& obs, const Tenso
   return {q, grad};
 }
 
+// ---- op: mish (the eager critic's activation in bf16 runs) -------------------------------------------------
+// h = mish(x) and mish'(x) from one exp per element (the loops the chain ops use), so autograd's backward is one
+// multiply instead of aten::mish_backward recomputing softplus, tanh and sigmoid.
+std::tuple<Tensor, Tensor> mish_cpu(const Tensor& x) {
+  check_float(x, "x", x);
+  Tensor h = x.clone(), d = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dacer2::mish", [&] {
+    scalar_t* hp = h.data_ptr<scalar_t>();
+    scalar_t* dp = d.data_ptr<scalar_t>();
+    par_rows(x.numel(), 16384, [&](int64_t n0, int64_t n1) { mish_inplace<scalar_t>(hp, dp, n0, n1); });
+  });
+  return {h, d};
+}
+
 }  // namespace
 }  // namespace dacer2
 
@@ -576,4 +590,5 @@ TORCH_LIBRARY_IMPL(dacer2, CPU, m) {
   m.impl("qgrad_loss", &dacer2::qgrad_loss_cpu);
   m.impl("qgrad_loss_backward", &dacer2::qgrad_loss_backward_cpu);
   m.impl("critic_action_grad", &dacer2::critic_action_grad_cpu);
+  m.impl("mish", &dacer2::mish_cpu);
 }

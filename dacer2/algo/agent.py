@@ -71,7 +71,12 @@ class DACER2Agent(nn.Module):
         self.head: PolicyHead = head_for(cfg, obs_dim, action_dim, self.backend)
         self.actor = self.head.actor
         # Section 2: twin distributional critics (stacked weights) and their target copies.
-        self.critic = TwinDistributionalCritic(obs_dim, action_dim, cfg.critic_hidden, cfg.activation,
+        activation = cfg.activation
+        if self.backend == "fused":
+            from dacer2.ops.agent_backend import critic_activation
+
+            activation = critic_activation(cfg)
+        self.critic = TwinDistributionalCritic(obs_dim, action_dim, cfg.critic_hidden, activation,
                                                gemm_dtype(cfg.precision))
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         # Section 4: alpha scales the exploration noise of the executed action.

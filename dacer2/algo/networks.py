@@ -23,7 +23,10 @@ CRITIC_CHOICES = ("min", "mean", "q1")
 ACTIVATIONS = {"mish": F.mish, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
 
 
-def activation_fn(name: str):
+def activation_fn(name):
+    """The activation called `name`, or `name` itself when it is already a function (a backend's own kernel)."""
+    if callable(name):
+        return name
     try:
         return ACTIVATIONS[name]
     except KeyError:

@@ -32,6 +32,8 @@ SCHEMAS = {
     # min/mean/q1 (mode 0/1/2) of the twin means and its action-gradient for action [N, B, A], obs [B, S].
     "critic_action_grad": "critic_action_grad(Tensor obs, Tensor action, Tensor packed, int[] dims, int mode, "
     "ScalarType? gemm_dtype=None) -> (Tensor, Tensor)",
+    # mish(x) and mish'(x) (saved for the backward), elementwise on a contiguous tensor of any shape.
+    "mish": "mish(Tensor x) -> (Tensor, Tensor)",
 }
 
 # The kernel of every device without a compiled one. The reference twins serve, except for the two whose twin
@@ -97,6 +99,11 @@ def _(obs, action, packed, dims, mode, gemm_dtype=None):
     return action.new_empty(action.shape[:2]), torch.empty_like(action)
 
 
+@torch.library.register_fake("dacer2::mish")
+def _(x):
+    return torch.empty_like(x), torch.empty_like(x)
+
+
 # ---- autograd ---------------------------------------------------------------------------------------------
 def _chain_setup(ctx, inputs, output):
     obs, packed, dims, sched, noise, eps_stop_grad, gemm_dtype = inputs  # defaults arrive filled in
@@ -147,6 +154,19 @@ def _critic_backward(ctx, grad_q, grad_g):
 
 
 torch.library.register_autograd("dacer2::critic_action_grad", _critic_backward, setup_context=_critic_setup)
+
+
+def _mish_setup(ctx, inputs, output):
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+
+
+def _mish_backward(ctx, grad_h, _grad_d):
+    (derivative,) = ctx.saved_tensors
+    return grad_h * derivative
+
+
+torch.library.register_autograd("dacer2::mish", _mish_backward, setup_context=_mish_setup)
 
 _NO_GRAD_BACKWARD = ("dacer2::chain_backward", "dacer2::qgrad_loss_backward")
 

@@ -126,6 +126,15 @@ class FusedDiffusionHead(DiffusionHead):
         return ops.qgrad_loss(eps, grad_q.contiguous(), weight.to(eps.dtype).contiguous())
 
 
+def critic_activation(cfg) -> object:
+    """The eager critic's activation on the fused backend. In bf16 its GEMMs shrink ~4x and aten's mish and
+    mish_backward become the largest cost of the critic update, so mish runs through dacer2::mish (one exp, the
+    derivative saved for the backward). fp32 keeps aten's, so its numerics stay those of every earlier run."""
+    if cfg.precision == "bf16" and cfg.activation == "mish":
+        return lambda x: ops.mish(x.contiguous())[0]
+    return cfg.activation
+
+
 class FusedCritic:
     def __init__(self, reference: ReferenceCritic, obs_dim: int, action_dim: int):
         self.reference = reference

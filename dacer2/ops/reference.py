@@ -64,6 +64,11 @@ def mish_and_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return z * tq, tq + z * (1.0 - tq * tq) * e / (1.0 + e)
 
 
+def mish(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """dacer2::mish's twin: (mish(x), mish'(x))."""
+    return mish_and_grad(x)
+
+
 def denoise(obs_share: torch.Tensor, x: torch.Tensor, t: int, parts, save: list | None = None,
             gemm_dtype: torch.dtype | None = None) -> torch.Tensor:
     """eps_theta at step t from packed parts; obs_share = obs @ w1o_t (computed once per chain). With a gemm_dtype
