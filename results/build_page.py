@@ -81,6 +81,10 @@ def _experiments() -> tuple[Experiment, ...]:
         rows.append(Experiment(f"{short}-100k-eta1", env, ("dacer2",),
                                _sweep(f"{short}-100k-eta1", env, ("dacer2",), "--eta 1.0 "), label="eta 1.0",
                                heading="eta 1.0 vs the preset's 0.01", shown_with=f"{short}-100k"))
+    # bf16's learning-parity bar (docs/performance.md): the fp32 dacer2 rows' protocol with --precision bf16.
+    rows.append(Experiment("hopper-100k-bf16", "Hopper-v5", ("dacer2",),
+                           _sweep("hopper-100k-bf16", "Hopper-v5", ("dacer2",), "--precision bf16 "), label="bf16",
+                           heading="--precision bf16 vs fp32 (learning parity)", shown_with="hopper-100k"))
     rows.append(Experiment("halfcheetah-100k", "HalfCheetah-v5", MAIN,
                            _sweep("halfcheetah-100k", "HalfCheetah-v5", MAIN)))
     return tuple(rows)
