@@ -11,6 +11,7 @@ The fused C++ ops take the same `gemm_dtype` and follow the same rule (csrc/ops.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from pathlib import Path
 
@@ -60,13 +61,29 @@ def addmm_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, dtype: torch.dty
     return acc.addmm_(a, b) if dtype is None else acc.add_(_rounded_mm(a, b, dtype))
 
 
-def cpu_flags() -> set[str]:
+def _cpuinfo_field(name: str) -> str:
+    """The first `name : value` line of /proc/cpuinfo ("" where there is none, or no /proc: not Linux)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no flags to read, so auto stays fp32
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.split(":", 1)[-1].split())
+    except OSError:
+        return ""
+    line = next((line for line in text.splitlines() if line.split(":", 1)[0].strip() == name), "")
+    return line.split(":", 1)[-1].strip()
+
+
+def cpu_flags() -> set[str]:
+    return set(_cpuinfo_field("flags").split())  # empty off Linux, so auto stays fp32 there
+
+
+def host_description(device: torch.device | str) -> str:
+    """What a run's timings were measured on, for its result.json: VMs name different CPU generations alike
+    ("AMD EPYC"), so the family/model numbers and bf16 units go with the name."""
+    if torch.device(device).type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    bf16 = " ".join(sorted(cpu_flags() & set(BF16_FLAGS))) or "no bf16 units"
+    model = _cpuinfo_field("model name") or "unknown CPU"
+    return (f"{model} (family {_cpuinfo_field('cpu family') or '?'} model {_cpuinfo_field('model') or '?'}, "
+            f"{os.cpu_count()} cores, {bf16}), torch {torch.__version__}")
 
 
 def _gemm_seconds(dtype: torch.dtype, size: int = 256, repeats: int = 5) -> float:

@@ -25,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dacer2.algo.precision import host_description
 from dacer2.train.checkpoint import publish_copy
 from dacer2.config import TrainConfig
 from dacer2.analysis.evaluation import evaluate
@@ -67,6 +68,7 @@ class TrainResult:
     # Seconds per loop phase in this process (a resumed run counts from its resume), the loop's overhead share.
     time_breakdown: dict = field(default_factory=dict)
     precision: str = "fp32"  # of the GEMMs, and why: "bf16 (auto: the CPU has amx_bf16 ...)"
+    host: str = ""  # the CPU or GPU that ran the run's last stretch (wall times compare only within one host)
 
 
 def step_vector_env(envs: gym.vector.VectorEnv, action: np.ndarray):
@@ -289,6 +291,7 @@ def _finish(run: TrainingRun, loop: LoopState) -> TrainResult:
         checkpoint=final,
         time_breakdown=loop.times.breakdown(),
         precision=f"{run.cfg.precision} ({run.cfg.precision_reason})",
+        host=host_description(run.agent.device),
     )
     (run.run_dir / "result.json").write_text(
         json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}, indent=2)

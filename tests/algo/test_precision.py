@@ -60,6 +60,16 @@ def test_resolve_precision(monkeypatch):
     precision.host_bf16_report.cache_clear()
 
 
+def test_host_description_names_the_cpu_generation_and_its_bf16_units(monkeypatch):
+    fields = {"model name": "AMD EPYC", "cpu family": "26", "model": "2"}
+    monkeypatch.setattr(precision, "_cpuinfo_field", lambda name: fields.get(name, ""))
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    described = precision.host_description("cpu")
+    assert described.startswith("AMD EPYC (family 26 model 2, ") and "avx512_bf16" in described
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
+    assert "no bf16 units" in precision.host_description("cpu")
+
+
 def test_config_records_the_choice_and_why():
     cfg = TrainConfig(precision="bf16", device="cpu").resolved()
     assert (cfg.precision, cfg.precision_reason) == ("bf16", "as requested")

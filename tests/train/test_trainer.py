@@ -66,7 +66,9 @@ def test_train_writes_run_directory(tmp_path, tiny_config):
     state = load_checkpoint(run / "checkpoints" / "final.pt")
     assert state["env_steps"] == 300 and state["agent"]["num_updates"] == result.updates
     # Where the time went: every phase of this run was timed, and the phases add up to the run's loop time.
-    times = json.loads((run / "result.json").read_text())["time_breakdown"]
+    saved = json.loads((run / "result.json").read_text())
+    times = saved["time_breakdown"]
+    assert saved["host"].endswith(f"torch {torch.__version__}") and "cores" in saved["host"]  # what timed it
     seconds = times["seconds"]
     assert all(seconds[p] > 0 for p in ("update", "entropy", "act", "env", "replay", "eval", "log", "checkpoint"))
     assert abs(sum(seconds.values()) - times["total_s"]) < 0.01 * times["total_s"] + 1e-3
