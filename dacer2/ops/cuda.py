@@ -127,8 +127,9 @@ def chain_backward(grad_action, grad_visited, grad_eps, obs, packed, dims, sched
                                    saved_h, saved_d, eps_stop_grad)
 
 
+# mish serves the bf16 critic, and bf16 is CPU-only: on CUDA its twin (torch elementwise ops) is enough.
 CUDA_KERNELS = dict(sample_chain=sample_chain, chain_forward=chain_forward, chain_backward=chain_backward,
                     qgrad_loss=qgrad_loss, qgrad_loss_backward=qgrad_loss_backward,
-                    critic_action_grad=critic_action_grad)
+                    critic_action_grad=critic_action_grad, mish=ref.mish)
 for _name, _kernel in CUDA_KERNELS.items():
     _lib.impl(_name, _kernel, "CUDA")
