@@ -51,6 +51,8 @@ class Experiment:
     label: str = ""  # appended to the algorithm name of this experiment's runs (e.g. a non-default eta)
     shown_with: str = ""  # another experiment whose runs this one's figure and table include, for comparison
     heading: str = ""  # what this experiment adds, for its section title
+    # Whether the fp32 cost benchmark's figure for the preset is these runs' cost too (not under --precision bf16).
+    costed: bool = True
 
     @property
     def title(self) -> str:
@@ -84,7 +86,8 @@ def _experiments() -> tuple[Experiment, ...]:
     # bf16's learning-parity bar (docs/performance.md): the fp32 dacer2 rows' protocol with --precision bf16.
     rows.append(Experiment("hopper-100k-bf16", "Hopper-v5", ("dacer2",),
                            _sweep("hopper-100k-bf16", "Hopper-v5", ("dacer2",), "--precision bf16 "), label="bf16",
-                           heading="--precision bf16 vs fp32 (learning parity)", shown_with="hopper-100k"))
+                           heading="--precision bf16 vs fp32 (learning parity)", shown_with="hopper-100k",
+                           costed=False))
     rows.append(Experiment("halfcheetah-100k", "HalfCheetah-v5", MAIN,
                            _sweep("halfcheetah-100k", "HalfCheetah-v5", MAIN)))
     return tuple(rows)
@@ -224,7 +227,7 @@ def cost_section() -> list[str]:
         return lines + [f"No cost benchmark is committed yet: `{COST_COMMAND}`.", ""]
     for cost_run in cost_runs:
         rows = []
-        for experiment in EXPERIMENTS:
+        for experiment in (e for e in EXPERIMENTS if e.costed):
             by_algo = group_runs(finished_runs(experiment)).get(experiment.env_id, {})
             labels = {experiment.labelled(a): a for a in experiment.algos if experiment.labelled(a) in by_algo}
             finals = {label: float(np.mean([r.final_return for r in by_algo[label]])) for label in labels}

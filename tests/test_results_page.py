@@ -171,6 +171,7 @@ def test_cost_table_and_return_per_cost(page_builder):
     for seed in range(2):
         finished_run(runs, "dacer2", seed, [10, 500, 800])
         finished_run(runs, "gaussian", seed, [10, 50, 400])
+    finished_run(page_builder.RESULTS / "hopper-100k-bf16" / "runs", "dacer2", 0, [10, 500, 900])
     cost_dir = page_builder.RESULTS / "algo-cost"
     cost_dir.mkdir(parents=True)
     common = dict(date="2026-12-03 22:57 UTC", device="cpu", device_name="Some CPU (2 cores)", commit="abc1234",
@@ -189,6 +190,8 @@ def test_cost_table_and_return_per_cost(page_builder):
     assert "| Hopper-v5 | dacer2 | 1.00 | 800 | 800 |" in text
     assert "| Hopper-v5 | gaussian | 0.50 | 400 | 800 |" in text
     assert "| Hopper-v5 | dacer | 1.60 |" not in text
+    # bf16 runs are shown in their own section, but the fp32 benchmark's cost is not theirs
+    assert "| dacer2 (bf16) | 1 | " in text and "| Hopper-v5 | dacer2 (bf16) |" not in text
 
 
 def test_multigoal_rows_in_order_with_the_dacer_comparison(page_builder):
