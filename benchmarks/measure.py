@@ -21,6 +21,7 @@ from typing import Callable
 import pytest
 import torch
 
+from dacer2.algo.precision import BF16_FLAGS, cpuinfo_field, cpu_flags
 from flops import op_flops
 from grid import Case, build_agent, random_batch
 
@@ -234,19 +235,18 @@ class Bench:
 # What the run was measured on.
 # --------------------------------------------------------------------------------------------------------------
 def _cpu_model() -> tuple[str, str, str]:
-    """(model, model with cores and vector/bf16 units, the units as a file-name tier)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        model = re.search(r"^model name\s*:\s*(.+)$", text, re.M).group(1).strip()
-        avx512 = ", AVX-512" if re.search(r"\bavx512f\b", text) else ""
-        bf16 = [flag for flag in ("amx_bf16", "avx512_bf16") if re.search(rf"\b{flag}\b", text)]
-        # VMs report bare names ("AMD EPYC") for different generations: the tier keeps their files apart
-        tier = " ".join(bf16) or ("avx512" if avx512 else "")
-        avx512 += f", bf16: {' '.join(bf16)}" if bf16 else ", no bf16 hardware"
-    except (OSError, AttributeError):
-        model, avx512, tier = platform.processor() or platform.machine(), "", ""
-    return model, f"{model} ({os.cpu_count()} cores{avx512})", tier
+    """(model, model with cores and vector/bf16 units, the units as a file-name tier), from the package's own
+    /proc/cpuinfo reader (the one behind --precision auto and result.json's host)."""
+    model = cpuinfo_field("model name") or platform.processor() or platform.machine()
+    flags = cpu_flags()
+    if not flags:  # no /proc/cpuinfo (not Linux)
+        return model, f"{model} ({os.cpu_count()} cores)", ""
+    bf16 = [flag for flag in BF16_FLAGS if flag in flags]
+    avx512 = ", AVX-512" if "avx512f" in flags else ""
+    # VMs report bare names ("AMD EPYC") for different generations: the tier keeps their files apart
+    tier = " ".join(bf16) or ("avx512" if avx512 else "")
+    units = f", bf16: {' '.join(bf16)}" if bf16 else ", no bf16 hardware"
+    return model, f"{model} ({os.cpu_count()} cores{avx512}{units})", tier
 
 
 def device_name(device: str) -> str:
@@ -254,7 +254,11 @@ def device_name(device: str) -> str:
 
 
 def device_slug(device: str) -> str:
-    name = torch.cuda.get_device_name() if device == "cuda" else f"{_cpu_model()[0]} {os.cpu_count()}c {_cpu_model()[2]}"
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+    else:
+        model, _, tier = _cpu_model()
+        name = f"{model} {os.cpu_count()}c {tier}"
     return f"{device}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 

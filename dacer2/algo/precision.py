@@ -61,7 +61,7 @@ def addmm_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, dtype: torch.dty
     return acc.addmm_(a, b) if dtype is None else acc.add_(_rounded_mm(a, b, dtype))
 
 
-def _cpuinfo_field(name: str) -> str:
+def cpuinfo_field(name: str) -> str:
     """The first `name : value` line of /proc/cpuinfo ("" where there is none, or no /proc: not Linux)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -72,7 +72,7 @@ def _cpuinfo_field(name: str) -> str:
 
 
 def cpu_flags() -> set[str]:
-    return set(_cpuinfo_field("flags").split())  # empty off Linux, so auto stays fp32 there
+    return set(cpuinfo_field("flags").split())  # empty off Linux, so auto stays fp32 there
 
 
 def host_description(device: torch.device | str) -> str:
@@ -81,8 +81,8 @@ def host_description(device: torch.device | str) -> str:
     if torch.device(device).type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     bf16 = " ".join(sorted(cpu_flags() & set(BF16_FLAGS))) or "no bf16 units"
-    model = _cpuinfo_field("model name") or "unknown CPU"
-    return (f"{model} (family {_cpuinfo_field('cpu family') or '?'} model {_cpuinfo_field('model') or '?'}, "
+    model = cpuinfo_field("model name") or "unknown CPU"
+    return (f"{model} (family {cpuinfo_field('cpu family') or '?'} model {cpuinfo_field('model') or '?'}, "
             f"{os.cpu_count()} cores, {bf16}), torch {torch.__version__}")
 
 

@@ -62,7 +62,7 @@ def test_resolve_precision(monkeypatch):
 
 def test_host_description_names_the_cpu_generation_and_its_bf16_units(monkeypatch):
     fields = {"model name": "AMD EPYC", "cpu family": "26", "model": "2"}
-    monkeypatch.setattr(precision, "_cpuinfo_field", lambda name: fields.get(name, ""))
+    monkeypatch.setattr(precision, "cpuinfo_field", lambda name: fields.get(name, ""))
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
     described = precision.host_description("cpu")
     assert described.startswith("AMD EPYC (family 26 model 2, ") and "avx512_bf16" in described
