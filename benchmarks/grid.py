@@ -9,6 +9,8 @@ Backends (a row's `backend` column):
              automatically once dacer2.ops reports fused kernels for the device; otherwise one placeholder
              per suite and device is skipped with the reason.
   cudagraph  (CUDA only) the reference acting chain captured once in a CUDA graph and replayed.
+  graphed    (CUDA only) the fused agent's whole update (replay sample, critic and policy steps, Polyak)
+             captured as CUDA graphs and replayed by dacer2.train.learner.Learner (--cuda-graphs on).
   sklearn    (entropy only) scikit-learn's GaussianMixture per state, the algorithm's reference for the entropy
              estimate and therefore the ratio base there.
 """
@@ -133,9 +135,9 @@ def grid_cases(
             cases.append(Case(device, "any", skip=no_device))
             continue
         for backend in backends:
-            if backend == "cudagraph" and device != "cuda":
+            if backend in ("cudagraph", "graphed") and device != "cuda":
                 continue  # a CUDA-only variant; on a CPU-only machine the cuda placeholder already explains
-            if backend == "fused":
+            if backend in ("fused", "graphed"):
                 reason = fused_unavailable(device)
                 if reason:
                     cases.append(Case(device, backend, skip=reason))
@@ -157,8 +159,10 @@ def build_agent(case: Case, smoke: bool = False, **overrides):
     """A DACER2 agent for this row's dims/T on its device, computing through the row's backend."""
     from dacer2.algo.agent import DACER2Agent
 
-    config_backend = "fused" if case.backend == "fused" else "reference"
-    cfg = TrainConfig(env_id=case.env_id, diffusion_steps=case.steps, backend=config_backend, seed=0, **overrides)
+    config_backend = "fused" if case.backend in ("fused", "graphed") else "reference"
+    graphs = "on" if case.backend == "graphed" else "off"
+    cfg = TrainConfig(env_id=case.env_id, diffusion_steps=case.steps, backend=config_backend, seed=0,
+                      cuda_graphs=graphs, **overrides)
     torch.manual_seed(0)  # network init draws from the global generator
     agent = DACER2Agent(case.obs_dim, case.action_dim, cfg.resolved(), case.device)
     if case.backend == "compile":
@@ -190,3 +194,20 @@ def random_batch(case: Case, batch: int | None = None, seed: int = 1):
         next_obs=dev(torch.randn(n, case.obs_dim, generator=g)),
         terminated=dev((torch.rand(n, generator=g) < 0.02).float()),
     )
+
+
+def graphed_learner(agent, case: Case, transitions: int = 10_000):
+    """A Learner replaying `agent`'s update as CUDA graphs over a buffer of random transitions, past its eager
+    warm-up and captures, so that every later step() is one replay plus the eager bookkeeping."""
+    from dacer2.train.learner import WARMUP_ROUNDS, Learner
+    from dacer2.train.replay import ReplayBuffer
+
+    buffer = ReplayBuffer(transitions, case.obs_dim, case.action_dim, case.batch, torch.device(case.device), seed=1)
+    fill = random_batch(case, transitions)
+    buffer.add(*(x.cpu().numpy() for x in fill))
+    learner = Learner(agent, buffer, graphs=True)
+    for _ in range(WARMUP_ROUNDS * max(agent.cfg.delay, agent.cfg.target_every) + 2 * agent.cfg.delay):
+        learner.step()
+    if learner.describe() != "on":
+        raise RuntimeError(f"the update could not be captured: {learner.describe()}")
+    return learner

@@ -15,7 +15,7 @@ import math
 from collections import OrderedDict
 from pathlib import Path
 
-BACKEND_ORDER = ("sklearn", "eager", "compile", "cudagraph", "fused")
+BACKEND_ORDER = ("sklearn", "eager", "compile", "cudagraph", "fused", "graphed")
 
 CSV_FIELDS = [
     "date", "device", "device_name", "torch", "triton", "python", "cuda", "commit", "suite", "op", "mode", "backend", "S", "A", "T",

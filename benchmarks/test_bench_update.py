@@ -7,6 +7,9 @@ delay = 2 every other update is critic-only and the average is roughly 40% cheap
 re-estimate, which the agent runs once every alpha_every = 10,000 updates, is excluded here and timed in
 test_bench_entropy.py.
 
+The graphed rows (CUDA only) time Learner.step with --cuda-graphs on: one replay of the captured update, which also
+draws the replay batch on the device, plus the eager bookkeeping after it.
+
 GFLOP/s = update_flops(...) / median time, with FLOPs counted analytically (docs/performance.md derives the
 formula); test_flop_formula_matches_counter checks the formula against torch's own per-op FLOP formulas.
 """
@@ -17,6 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from flops import update_flops
+from grid import graphed_learner
 
 UPDATE_OVERRIDES = dict(delay=1, alpha_every=10**9)
 
@@ -29,14 +33,18 @@ def _ready_agent(bench):
 
 def _time_update(bench, case, headline):
     agent = _ready_agent(bench)
-    batch = bench.batch()
     flops = update_flops(case.obs_dim, case.action_dim, case.steps, case.batch, eta_on=agent.cfg.eta > 0)
-    bench.run(lambda: agent.update(batch), op="update", mode="full", flops=flops, headline=headline)
+    if case.backend == "graphed":  # one replay: the sample from the buffer is inside the graph
+        step = graphed_learner(agent, case).step
+    else:
+        batch = bench.batch()
+        step = lambda: agent.update(batch)  # noqa: E731
+    bench.run(step, op="update", mode="full", flops=flops, headline=headline)
 
 
 # The shape grid on 1 thread: on a shared machine a 2-thread OpenMP region waits for its slowest thread, so
 # 2-thread rows swing with the other load (here up to 10x between runs) while 1-thread ratios stay put.
-@pytest.mark.bench_grid(axes=("dims", "steps"), backends=("eager", "compile", "fused"), fixed=dict(batch=256))
+@pytest.mark.bench_grid(axes=("dims", "steps"), backends=("eager", "compile", "fused", "graphed"), fixed=dict(batch=256))
 def test_update(bench, case):
     _time_update(bench, case, headline=case.dims == "halfcheetah" and case.steps == 5)
 

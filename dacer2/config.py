@@ -133,6 +133,10 @@ class TrainConfig:
     config.json records the choice and why (docs/performance.md, "bf16")."""
     precision_reason: Annotated[Optional[str], tyro.conf.Suppress] = None
     """Why the run's precision is what it is: written by the run, not an option."""
+    cuda_graphs: Literal["auto", "on", "off"] = "auto"
+    """Run each update (the replay sample, the critic and policy steps, Polyak) as a replayed CUDA graph, which
+    removes the GPU's kernel-launch overhead: auto is on with a CUDA device and off on CPU; on needs --device cuda.
+    If a capture fails the run says so in one line and continues eagerly (docs/performance.md, "CUDA graphs")."""
 
     # --- policy: reverse diffusion (algorithm.md §1) ---------------------------------------------------------------
     diffusion_steps: Optional[int] = None
@@ -216,13 +220,20 @@ class TrainConfig:
             cfg.target_every = cfg.delay
         if cfg.learning_starts is None:  # capped so that short runs still train
             cfg.learning_starts = max(min(env["learning_starts"], cfg.total_steps // 10), cfg.batch_size)
-        if cfg.precision == "auto" or cfg.precision_reason is None:
+        if cfg.precision == "auto" or cfg.precision_reason is None or cfg.cuda_graphs != "off":
             import torch
 
             from dacer2.algo.precision import resolve_precision
 
             device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-            cfg.precision, cfg.precision_reason = resolve_precision(cfg.precision, device)
+            if cfg.precision == "auto" or cfg.precision_reason is None:
+                cfg.precision, cfg.precision_reason = resolve_precision(cfg.precision, device)
+            on_cuda = str(device).startswith("cuda")
+            if cfg.cuda_graphs == "on" and not on_cuda:
+                raise ValueError(f"--cuda-graphs on needs a CUDA device (graphs replay GPU work), got --device "
+                                 f"{cfg.device}; use --cuda-graphs auto or off on a CPU")
+            if cfg.cuda_graphs == "auto":
+                cfg.cuda_graphs = "on" if on_cuda else "off"
         cfg.validate()
         return cfg
 

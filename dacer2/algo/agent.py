@@ -90,8 +90,10 @@ class DACER2Agent(nn.Module):
         self.register_buffer("visit_weight", w.float().flip(0), persistent=False)  # derived: not in checkpoints
         self.to(self.device)
 
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        # A CUDA graph replays Adam only if its step count lives on the device (capturable).
+        capturable = self.device.type == "cuda" and cfg.cuda_graphs == "on"
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, capturable=capturable)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, capturable=capturable)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(cfg.seed)
@@ -226,14 +228,24 @@ class DACER2Agent(nn.Module):
     # ----------------------------------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One update; returns detached metric tensors (no host sync here: callers read them when logging)."""
-        cfg = self.cfg
-        update_policy = self.num_updates % cfg.delay == 0
+        metrics = self.gradient_step(batch, self.updates_policy_next(), self.updates_targets_next())
+        return self.finish_update(batch, metrics)
 
+    def updates_policy_next(self) -> bool:
+        return self.num_updates % self.cfg.delay == 0
+
+    def updates_targets_next(self) -> bool:
+        return self.num_updates % self.cfg.target_every == 0
+
+    def gradient_step(self, batch: Batch, update_policy: bool, update_targets: bool) -> dict[str, torch.Tensor]:
+        """The critic step, the policy step (when update_policy) and Polyak (when update_targets). Nothing in it
+        synchronises with the host or branches on a tensor's value, so a CUDA graph can capture it once per
+        (update_policy, update_targets) and replay it (dacer2/train/update_graphs.py)."""
         loss, metrics = self.critic_loss(batch)
         if update_policy:
             policy_loss, policy_metrics = self.policy_loss(batch.obs)
             loss = loss + policy_loss
-            self._last_policy_metrics = policy_metrics
+            metrics["policy"] = policy_metrics
 
         self.critic_optimizer.zero_grad()
         self.actor_optimizer.zero_grad()
@@ -243,10 +255,17 @@ class DACER2Agent(nn.Module):
         self.critic_optimizer.step()
         if update_policy:
             self.actor_optimizer.step()
-        if self.num_updates % cfg.target_every == 0:
+        if update_targets:
             with torch.no_grad():
-                torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), cfg.tau)
+                torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.cfg.tau)
+        return metrics
 
+    def finish_update(self, batch: Batch, metrics: dict) -> dict[str, torch.Tensor]:
+        """The rest of an update, outside any graph: the entropy fit and alpha step (one update in alpha_every),
+        the update count and the metrics."""
+        metrics = dict(metrics)
+        if "policy" in metrics:
+            self._last_policy_metrics = metrics.pop("policy")
         if self.refits_entropy_next():
             self.update_alpha(batch.obs)
 
@@ -255,6 +274,11 @@ class DACER2Agent(nn.Module):
         metrics["alpha"] = self.alpha.detach()
         metrics["entropy"] = self.entropy.clone()
         return metrics
+
+    def forget_cached_weights(self) -> None:
+        """After a CUDA graph replay changed the weights in place (no version bump): repack before the next use."""
+        self.head.forget_cached_weights()
+        self.critic_compute.forget_cached_weights()
 
     # ----------------------------------------------------------------------------------------------------
     # Persistence.

@@ -23,10 +23,16 @@ class CriticBackend(Protocol):
         """d Q / d action of critic_value at action [B, A] or at stacked actions [T, B, A] (L_g's visited x_t), as
         a plain tensor of the same shape: no graph to or from it."""
 
+    def forget_cached_weights(self) -> None:
+        """Drop anything derived from the critic's weights (a replayed CUDA graph changed them in place)."""
+
 
 class ReferenceCritic:
     def __init__(self, critic: TwinDistributionalCritic):
         self.critic = critic
+
+    def forget_cached_weights(self) -> None:
+        pass  # computes from the module every time
 
     def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
         lead = action.shape[:-1]

@@ -44,6 +44,9 @@ class PolicyHead(Protocol):
     def act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         """Executed actions in [-1, 1] without recording a graph: deterministic = no exploration noise."""
 
+    def forget_cached_weights(self) -> None:
+        """Drop copies derived from the weights: a replayed CUDA graph changed them behind the version counters."""
+
 
 class BaseHead:
     """What every head keeps: its config, and the alpha and generator that attach() binds."""
@@ -56,6 +59,10 @@ class BaseHead:
 
     def attach(self, log_alpha: torch.Tensor, generator: torch.Generator) -> None:
         self.log_alpha, self.generator = log_alpha, generator
+
+    def forget_cached_weights(self) -> None:
+        """Drop whatever was derived from the weights (packed copies): they changed behind the version counters,
+        as a replayed CUDA graph changes them. Plain-PyTorch heads derive nothing."""
 
 
 class DiffusionHead(BaseHead):

@@ -55,6 +55,10 @@ class FusedDiffusionHead(DiffusionHead):
         self._act_params = [*actor.parameters(), log_alpha]
         self._sample = ops.sample_chain.default
 
+    def forget_cached_weights(self) -> None:
+        self.actor_cache.forget()
+        self._act_state, self._alpha_key = None, None
+
     def sched(self, dtype, device) -> torch.Tensor:
         key = (dtype, device)
         if key not in self._sched:
@@ -142,6 +146,9 @@ class FusedCritic:
         self.critic_cache = PackCache(critic, lambda: pack_critic(critic))
         self.critic_dims = critic_dims(critic, obs_dim, action_dim)
         self.gemm_dtype = critic.layers[0].gemm_dtype
+
+    def forget_cached_weights(self) -> None:
+        self.critic_cache.forget()
 
     def critic_value(self, obs: torch.Tensor, action: torch.Tensor, which: str) -> torch.Tensor:
         if obs.requires_grad:

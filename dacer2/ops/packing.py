@@ -93,6 +93,10 @@ class PackCache:
         self._params = list(module.parameters())
         self._key, self._value = None, None
 
+    def forget(self) -> None:
+        """Repack at the next get(): a replayed CUDA graph changes the weights without bumping their versions."""
+        self._key = None
+
     def get(self):
         p0 = self._params[0]  # moving or casting the module changes its device/dtype but not the versions
         key = (p0.device, p0.dtype, *[p._version for p in self._params])

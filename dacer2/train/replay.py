@@ -41,6 +41,7 @@ class ReplayBuffer:
             next_obs=torch.zeros(batch_size, obs_dim, **f32),
             terminated=torch.zeros(batch_size, **f32),
         )
+        self._size_on_device: torch.Tensor | None = None  # created by the first sample_in_graph
 
     def __len__(self) -> int:
         return self.size
@@ -60,15 +61,34 @@ class ReplayBuffer:
             store[rows_t] = torch.as_tensor(np.asarray(values, dtype=np.float32), device=self.device)
         self.position = int((self.position + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
+        if self._size_on_device is not None:
+            self._size_on_device.fill_(self.size)
 
     def sample(self) -> Batch:
         """A uniform batch. The returned tensors are overwritten by the next call: use them before sampling again."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         torch.randint(0, self.size, (self.batch_size,), generator=self.generator, device=self.device, out=self._index)
+        return self._gather()
+
+    def _gather(self) -> Batch:
         for store, out in zip((self.obs, self.action, self.reward, self.next_obs, self.terminated), self._batch):
             torch.index_select(store, 0, self._index, out=out)
         return self._batch
+
+    def sample_in_graph(self) -> Batch:
+        """A uniform batch drawn without the host: the buffer's size is read from a device tensor that add()
+        keeps current, so a CUDA graph that captured this call samples from the whole buffer on every replay.
+        (Not the same draws as sample(): a row is a 62-bit random integer modulo the size, which favours some
+        rows over others by at most size / 2^62.)"""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        if self._size_on_device is None:
+            self._size_on_device = torch.full((1,), self.size, dtype=torch.long, device=self.device)
+            self._draw = torch.empty_like(self._index)
+        torch.randint(0, 2**62, (self.batch_size,), generator=self.generator, device=self.device, out=self._draw)
+        torch.remainder(self._draw, self._size_on_device, out=self._index)
+        return self._gather()
 
     def state_dict(self) -> dict:
         n = self.size
@@ -83,4 +103,6 @@ class ReplayBuffer:
         for name in ("obs", "action", "reward", "next_obs", "terminated"):
             getattr(self, name)[:n].copy_(state[name])
         self.size, self.position = n, int(state["position"])
+        if self._size_on_device is not None:
+            self._size_on_device.fill_(self.size)
         self.generator.set_state(state["generator"])

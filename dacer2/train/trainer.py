@@ -69,6 +69,7 @@ class TrainResult:
     time_breakdown: dict = field(default_factory=dict)
     precision: str = "fp32"  # of the GEMMs, and why: "bf16 (auto: the CPU has amx_bf16 ...)"
     host: str = ""  # the CPU or GPU that ran the run's last stretch (wall times compare only within one host)
+    cuda_graphs: str = "off"  # whether the updates were replayed CUDA graphs: on, off, or off after a failed capture
 
 
 def step_vector_env(envs: gym.vector.VectorEnv, action: np.ndarray):
@@ -178,11 +179,10 @@ def _learn(run: TrainingRun, loop: LoopState) -> None:
     cfg = run.cfg
     if loop.env_steps >= cfg.learning_starts and len(run.buffer) >= cfg.batch_size:
         for _ in range(cfg.updates_per_step):
-            with loop.times.phase("replay"):
-                batch = run.buffer.sample()
-            # The update that re-estimates the entropy (one in alpha_every) is filed as the entropy fit's time.
+            # The replay sample is part of the update (a CUDA graph replays both). The update that re-estimates
+            # the entropy (one in alpha_every) is filed as the entropy fit's time.
             with loop.times.phase("entropy" if run.agent.refits_entropy_next() else "update"):
-                loop.metrics = run.agent.update(batch)
+                loop.metrics = run.learner.step()
 
 
 def _evaluate_log_checkpoint(run: TrainingRun, loop: LoopState) -> None:
@@ -292,6 +292,7 @@ def _finish(run: TrainingRun, loop: LoopState) -> TrainResult:
         time_breakdown=loop.times.breakdown(),
         precision=f"{run.cfg.precision} ({run.cfg.precision_reason})",
         host=host_description(run.agent.device),
+        cuda_graphs=run.learner.describe(),
     )
     (run.run_dir / "result.json").write_text(
         json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}, indent=2)

@@ -20,6 +20,7 @@ from dacer2.train.checkpoint import CheckpointManager
 from dacer2.config import TrainConfig
 from dacer2.envs import make_vector_env
 from dacer2.train.metrics import MetricsWriter
+from dacer2.train.learner import Learner
 from dacer2.train.replay import ReplayBuffer
 from dacer2.analysis.runs import run_name
 
@@ -72,6 +73,7 @@ class TrainingRun:
     checkpoints: CheckpointManager
     agent: DACER2Agent
     buffer: ReplayBuffer
+    learner: Learner  # one update per call, eager or a replayed CUDA graph
     on_eval: EvalCallback | None = None
     writer: MetricsWriter | None = None  # opened by open_logs, once a resume has restored its step count
     progress: tqdm | None = None
@@ -117,4 +119,6 @@ def build_run(cfg: TrainConfig, agent_factory: AgentFactory | None, on_eval: Eva
 
     agent = (agent_factory or DACER2Agent)(obs_dim, action_dim, cfg, device)  # its policy head comes from cfg.algo
     buffer = ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, cfg.batch_size, device, seed=cfg.seed)
-    return TrainingRun(cfg, device, envs, eval_envs, obs_dim, action_dim, run_dir, checkpoints, agent, buffer, on_eval)
+    learner = Learner(agent, buffer, graphs=cfg.cuda_graphs == "on")
+    return TrainingRun(cfg, device, envs, eval_envs, obs_dim, action_dim, run_dir, checkpoints, agent, buffer, learner,
+                       on_eval)

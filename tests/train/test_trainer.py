@@ -69,6 +69,7 @@ def test_train_writes_run_directory(tmp_path, tiny_config):
     saved = json.loads((run / "result.json").read_text())
     times = saved["time_breakdown"]
     assert saved["host"].endswith(f"torch {torch.__version__}") and "cores" in saved["host"]  # what timed it
+    assert saved["cuda_graphs"] == "off" and config["cuda_graphs"] == "off"  # auto on a CPU
     seconds = times["seconds"]
     assert all(seconds[p] > 0 for p in ("update", "entropy", "act", "env", "replay", "eval", "log", "checkpoint"))
     assert abs(sum(seconds.values()) - times["total_s"]) < 0.01 * times["total_s"] + 1e-3
