@@ -1,5 +1,6 @@
 """Training throughput after warm-up, as a user's dacer2-train run sees it: env steps/s with 1 env and 1 update per
-step, iterations/s of the papers' protocol (20 envs stepped, then 1 update), and N runs sharing one device.
+step, iterations/s of the papers' protocol (20 envs stepped, then 1 update; sync, and async with the envs stepping
+during the update), and N runs sharing one device.
 
     python benchmarks/training_rate.py --device cuda [--cuda-graphs on|off] [--shared 4] [--out FILE.md]
 
@@ -23,11 +24,11 @@ import torch
 
 
 
-def _command(run_dir: Path, env_id: str, device: str, graphs: str, num_envs: int, iterations: int,
-             learning_starts: int) -> list[str]:
+def _command(run_dir: Path, env_id: str, device: str, graphs: str, num_envs: int, vector_env: str,
+             iterations: int, learning_starts: int) -> list[str]:
     total = num_envs * iterations
     return [sys.executable, "-m", "dacer2.cli.train", "--env-id", env_id, "--device", device, "--cuda-graphs", graphs,
-            "--num-envs", str(num_envs), "--total-steps", str(total), "--learning-starts", str(learning_starts),
+            "--num-envs", str(num_envs), "--vector-env", vector_env, "--total-steps", str(total), "--learning-starts", str(learning_starts),
             "--eval-episodes", "0", "--log-every", str(num_envs * (iterations // 10)),
             "--checkpoint-every", str(10 * total), "--no-progress", "--seed", "0", "--run-dir", str(run_dir)]
 
@@ -43,11 +44,12 @@ def _rate(run_dir: Path, learning_starts: int, num_envs: int) -> float:
     return (s1 - s0) / (t1 - t0)
 
 
-def measure(env_id: str, device: str, graphs: str, num_envs: int, iterations: int, processes: int = 1) -> list[float]:
+def measure(env_id: str, device: str, graphs: str, num_envs: int, iterations: int, processes: int = 1,
+            vector_env: str = "sync") -> list[float]:
     learning_starts = max(256, num_envs * 100)
     with tempfile.TemporaryDirectory() as tmp:
         dirs = [Path(tmp) / f"run{i}" for i in range(processes)]
-        procs = [subprocess.Popen(_command(d, env_id, device, graphs, num_envs, iterations, learning_starts),
+        procs = [subprocess.Popen(_command(d, env_id, device, graphs, num_envs, vector_env, iterations, learning_starts),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for d in dirs]
         for proc in procs:
             _, err = proc.communicate()
@@ -70,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"### Training rate, {args.env_id}, dacer2 preset, {name}, --cuda-graphs {args.cuda_graphs} "
              f"({time.strftime('%Y-%m-%d')})", "",
              "| configuration | env steps/s | iterations/s (envs stepped + 1 update) |", "|---|---|---|"]
-    for num_envs in (1, 20):
-        (rate,) = measure(args.env_id, args.device, args.cuda_graphs, num_envs, args.iterations)
-        lines.append(f"| {num_envs} env{'s' if num_envs > 1 else ''}, 1 update per iteration | {rate:,.0f} | "
-                     f"{rate / num_envs:,.0f} |")
+    for num_envs, vector_env in ((1, "sync"), (20, "sync"), (20, "async")):
+        (rate,) = measure(args.env_id, args.device, args.cuda_graphs, num_envs, args.iterations, vector_env=vector_env)
+        envs = "1 env" if num_envs == 1 else f"{num_envs} envs ({vector_env}{', stepping during the update' if vector_env == 'async' else ''})"
+        lines.append(f"| {envs}, 1 update per iteration | {rate:,.0f} | {rate / num_envs:,.0f} |")
         print(lines[-1], flush=True)
     if args.shared:
         rates = measure(args.env_id, args.device, args.cuda_graphs, 1, args.iterations, processes=args.shared)

@@ -93,6 +93,10 @@ class TrainConfig:
     """Parallel training environments; each iteration steps all of them once (the papers use 20)."""
     updates_per_step: int = 1
     """Gradient updates per iteration (one step of all --num-envs envs)."""
+    vector_env: Literal["sync", "async"] = "sync"
+    """How the --num-envs training envs step: sync, one after another in this process; or async, each in its own
+    worker process, stepping while this process makes the iteration's updates (so an iteration's updates see the
+    buffer without that iteration's transitions). async pays off with many envs and a fast update (a GPU)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where networks, replay buffer and updates live: auto picks cuda when available."""
     run_dir: Optional[str] = None

@@ -44,16 +44,25 @@ def _rescaled(env: gym.Env) -> gym.Env:
         return gym.wrappers.RescaleAction(env, -1.0, 1.0)
 
 
-def make_vector_env(env_id: str, num_envs: int, seed: int, **make_kwargs) -> gym.vector.VectorEnv:
-    """Synchronous vector env with same-step autoreset: a finished env's last observation is in
-    info["final_obs"], so the trainer can store the true next state of every transition."""
+def _snapshots(env: gym.Env) -> gym.Env:
+    from dacer2.envs.state import Snapshots
+
+    return Snapshots(env)
+
+
+def make_vector_env(env_id: str, num_envs: int, seed: int, mode: str = "sync", **make_kwargs) -> gym.vector.VectorEnv:
+    """Vector env with same-step autoreset: a finished env's last observation is in info["final_obs"], so the
+    trainer can store the true next state of every transition. mode "sync" steps the envs one after another in
+    this process, "async" each in its own worker process (Gymnasium's AsyncVectorEnv)."""
     check_env_id(env_id)
+    if mode not in ("sync", "async"):
+        raise ValueError(f"unknown vector env mode {mode!r}; use sync or async")
     envs = gym.make_vec(
         env_id,
         num_envs=num_envs,
-        vectorization_mode="sync",
+        vectorization_mode=mode,
         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-        wrappers=[_rescaled],
+        wrappers=[_rescaled, _snapshots],
         **make_kwargs,
     )
     envs.action_space.seed(seed)

@@ -74,3 +74,18 @@ def restore_env_state(env: gym.Env, state: dict) -> bool:
     else:
         inner.restore(state["snapshot"])
     return True
+
+
+class Snapshots(gym.Wrapper):
+    """Gives a vector env's sub-envs the snapshot methods, so `envs.call("capture_state")` and
+    `envs.set_attr("pending_state", states)` + `envs.call("restore_pending_state")` reach them where they live:
+    in this process (sync) or in worker processes (async)."""
+
+    pending_state: dict | None = None
+
+    def capture_state(self) -> dict:
+        return capture_env_state(self)
+
+    def restore_pending_state(self) -> bool:
+        state, self.pending_state = self.pending_state, None
+        return restore_env_state(self, state)

@@ -19,7 +19,6 @@ import torch
 from dacer2 import __version__
 from dacer2.train.checkpoint import CheckpointError, CheckpointManager
 from dacer2.config import TrainConfig
-from dacer2.envs.state import capture_env_state, restore_env_state
 from dacer2.train.loop_state import LoopState
 from dacer2.train.training_run import TrainingRun
 
@@ -75,7 +74,7 @@ def checkpoint_payload(run: TrainingRun, loop: LoopState) -> dict:
         "env_steps": loop.env_steps,
         "agent": run.agent.training_state(),
         "buffer": run.buffer.state_dict() if cfg.save_buffer else None,
-        "envs": [capture_env_state(e) for e in run.envs.envs],
+        "envs": list(run.envs.call("capture_state")),
         "action_space_rng": run.envs.action_space.np_random.bit_generator.state,
         "rng": _global_rng_state(),
         "loop": loop.to_checkpoint(),
@@ -95,7 +94,8 @@ def restore(run: TrainingRun, resume: ResumePoint, fresh: LoopState) -> LoopStat
     if payload.get("buffer") is not None:
         run.buffer.load_state_dict(payload["buffer"])
     loop = LoopState.from_checkpoint(payload["loop"])
-    if not all(restore_env_state(e, s) for e, s in zip(run.envs.envs, payload["envs"])):
+    run.envs.set_attr("pending_state", list(payload["envs"]))
+    if not all(run.envs.call("restore_pending_state")):
         # an env without snapshot support restarts its episodes; say so rather than pretend
         print(f"dacer2: {cfg.env_id} cannot restore mid-episode state; its episodes restart", file=sys.stderr)
         loop.obs = fresh.obs

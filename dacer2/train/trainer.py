@@ -76,7 +76,12 @@ def step_vector_env(envs: gym.vector.VectorEnv, action: np.ndarray):
     """Step a same-step-autoreset vector env. Returns (next_obs, reward, terminated, truncated, real_next_obs):
     next_obs already belongs to the new episode where an env finished; real_next_obs holds the transition's
     true next state (the final observation) there. Only `terminated` may cut the bootstrap, never truncation."""
-    next_obs, reward, terminated, truncated, info = envs.step(action)
+    return same_step_transitions(envs.step(action))
+
+
+def same_step_transitions(step_result: tuple):
+    """step_vector_env's outputs from a vector env's step (or step_wait) result."""
+    next_obs, reward, terminated, truncated, info = step_result
     real_next_obs = next_obs.copy()
     done = terminated | truncated
     if done.any():
@@ -141,9 +146,18 @@ def _run_loop(run: TrainingRun, loop: LoopState, stop: _StopSignals) -> None:
     if loop.env_steps == 0 and run.eval_envs is not None:  # the untrained policy: every curve shows where it started
         _evaluate(run, loop)
         _log(run, loop, with_eval=True)
+    overlap = run.cfg.vector_env == "async"
     while loop.env_steps < run.cfg.total_steps:
-        _step_envs(run, loop)
-        _learn(run, loop)
+        if overlap:  # the workers step the envs while this process makes the updates
+            action = _choose_actions(run, loop)
+            run.envs.step_async(action)
+            _learn(run, loop)
+            with loop.times.phase("env"):
+                outcome = same_step_transitions(run.envs.step_wait())
+            _record_step(run, loop, (action, *outcome))
+        else:
+            _step_envs(run, loop)
+            _learn(run, loop)
         _evaluate_log_checkpoint(run, loop)
         if stop.received is not None:
             _stop(run, loop, stop.received)
@@ -151,16 +165,26 @@ def _run_loop(run: TrainingRun, loop: LoopState, stop: _StopSignals) -> None:
         _checkpoint(run, loop)
 
 
+def _choose_actions(run: TrainingRun, loop: LoopState) -> np.ndarray:
+    """One action per env: uniform random until learning starts, then the policy's."""
+    if loop.env_steps < run.cfg.learning_starts:
+        return run.envs.action_space.sample()
+    with loop.times.phase("act"):
+        return run.agent.act(torch.as_tensor(loop.obs, dtype=torch.float32, device=run.device)).cpu().numpy()
+
+
 def _step_envs(run: TrainingRun, loop: LoopState) -> None:
-    """One action per env (uniform random until learning starts), its transition into the replay buffer."""
-    cfg = run.cfg
-    if loop.env_steps < cfg.learning_starts:
-        action = run.envs.action_space.sample()
-    else:
-        with loop.times.phase("act"):
-            action = run.agent.act(torch.as_tensor(loop.obs, dtype=torch.float32, device=run.device)).cpu().numpy()
+    """One action per env, its transition into the replay buffer."""
+    action = _choose_actions(run, loop)
     with loop.times.phase("env"):
-        next_obs, reward, terminated, truncated, real_next_obs = step_vector_env(run.envs, action)
+        outcome = step_vector_env(run.envs, action)
+    _record_step(run, loop, (action, *outcome))
+
+
+def _record_step(run: TrainingRun, loop: LoopState, outcome: tuple) -> None:
+    """The iteration's transitions into the replay buffer, after checking them; the loop moves to next_obs."""
+    cfg = run.cfg
+    action, next_obs, reward, terminated, truncated, real_next_obs = outcome
     if not (np.isfinite(real_next_obs).all() and np.isfinite(reward).all()):
         _save(run, loop)  # the state before the bad step
         raise NonFiniteError(

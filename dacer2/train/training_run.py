@@ -104,7 +104,7 @@ def build_run(cfg: TrainConfig, agent_factory: AgentFactory | None, on_eval: Eva
         torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed, cfg.deterministic)
 
-    envs = make_vector_env(cfg.env_id, cfg.num_envs, cfg.seed)
+    envs = make_vector_env(cfg.env_id, cfg.num_envs, cfg.seed, mode=cfg.vector_env)
     eval_envs = make_vector_env(cfg.env_id, cfg.eval_episodes, eval_seed(cfg)) if cfg.eval_episodes else None
     obs_dim = envs.single_observation_space.shape[0]
     action_dim = envs.single_action_space.shape[0]
