@@ -9,8 +9,9 @@ Backends (a row's `backend` column):
              automatically once dacer2.ops reports fused kernels for the device; otherwise one placeholder
              per suite and device is skipped with the reason.
   cudagraph  (CUDA only) the reference acting chain captured once in a CUDA graph and replayed.
-  graphed    (CUDA only) the fused agent's whole update (replay sample, critic and policy steps, Polyak)
-             captured as CUDA graphs and replayed by dacer2.train.learner.Learner (--cuda-graphs on).
+  graphed    (CUDA only) the fused agent with --cuda-graphs on: its whole update (replay sample, critic and
+             policy steps, Polyak) replayed by dacer2.train.learner.Learner, or its acting (the Triton sampling
+             op) captured in a graph: beside cudagraph's rows, the measurement that picks the acting path.
   sklearn    (entropy only) scikit-learn's GaussianMixture per state, the algorithm's reference for the entropy
              estimate and therefore the ratio base there.
 """

@@ -4,6 +4,9 @@ entropy estimate and the policy loss all run, so it dominates every figure downs
 Modes: sample = the executed action without autograd (agent.act: chain + alpha-noise, what acting and the
 critic targets run); fwd = the training forward that records the graph (agent.trace_chain); bwd = backprop of
 a fixed cotangent through all T steps to the actor weights, forward untimed; fwd+bwd = both.
+
+CUDA rows also capture sampling in a CUDA graph: the reference chain (cudagraph) and the fused Triton op (graphed),
+the two candidates for acting during a --cuda-graphs training run.
 """
 
 import pytest
@@ -17,11 +20,11 @@ def _obs(bench):
 
 # compile_batch: the acting size (batch 1) gets a compile row here too, since that is where compile pays most.
 @pytest.mark.bench_grid(
-    axes=("dims", "steps", "batch"), backends=("eager", "compile", "fused", "cudagraph"), compile_batch=(1, 256)
+    axes=("dims", "steps", "batch"), backends=("eager", "compile", "fused", "cudagraph", "graphed"), compile_batch=(1, 256)
 )
 @pytest.mark.parametrize("mode", ["sample", "fwd", "bwd", "fwd+bwd"])
 def test_chain(bench, case, mode):
-    if case.backend == "cudagraph" and mode != "sample":
+    if case.backend in ("cudagraph", "graphed") and mode != "sample":
         pytest.skip("CUDA graphs replay a fixed no-grad sequence; only the sampling chain is captured")
     agent = bench.agent()
     obs = _obs(bench)
@@ -29,7 +32,7 @@ def test_chain(bench, case, mode):
     headline = case.dims == "halfcheetah" and case.steps == 5 and case.batch == 256 and mode in ("sample", "fwd+bwd")
 
     if mode == "sample":
-        if case.backend == "cudagraph":
+        if case.backend in ("cudagraph", "graphed"):  # the reference chain, or the fused op, in a graph
             fn = _captured_act(bench, agent, obs)
         else:
             def fn():

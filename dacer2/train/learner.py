@@ -1,8 +1,10 @@
-"""One training update per call: eagerly, or as a replayed CUDA graph (--cuda-graphs).
+"""The training loop's compute: the envs' actions and one update per call, eagerly or as replayed CUDA graphs
+(--cuda-graphs).
 
 At this package's network sizes a GPU update is bound by kernel launches, not arithmetic (docs/performance.md): an
 update launches hundreds of small kernels, each costing the host a few microseconds. A CUDA graph records them once
-and replays them all with one launch.
+and replays them all with one launch. Acting at batch --num-envs is graphed the same way (one graph of
+DACER2Agent.act on a static observation buffer, whatever the backend computes it with).
 
 What a graph replays: the replay sample (ReplayBuffer.sample_in_graph, which reads the buffer's size from the
 device) and DACER2Agent.gradient_step (critic step, policy step, Polyak), one graph for each (update_policy,
@@ -17,7 +19,7 @@ Three things make a replay the same update as an eager one:
   forgets the packed weight copies its fused ops cache, and repacks before acting.
 
 A capture that fails (an op that cannot be captured, an old torch) prints one line and the run goes on with eager
-updates: the update that found the failure is done eagerly too, so nothing is lost.
+acting and updates: the call that found the failure is done eagerly too, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import contextlib
 import sys
 from typing import Callable
 
+import numpy as np
 import torch
 
 from dacer2.algo.agent import DACER2Agent
@@ -33,18 +36,18 @@ from dacer2.train.replay import Batch, ReplayBuffer
 
 GraphStep = Callable[[], tuple[Batch, dict]]
 # capture(fn, generators) -> replay: records fn once and returns a callable that reruns it and returns its outputs.
-Capture = Callable[[GraphStep, list[torch.Generator]], GraphStep]
+Capture = Callable[[Callable, list[torch.Generator]], Callable]
 WARMUP_ROUNDS = 3  # eager rounds of every variant before the first capture: lazy inits, kernel compiles, workspaces
 
 
-def capture_cuda_graph(fn: GraphStep, generators: list[torch.Generator]) -> GraphStep:
+def capture_cuda_graph(fn: Callable, generators: list[torch.Generator]) -> Callable:
     graph = torch.cuda.CUDAGraph()
     for generator in generators:
         graph.register_generator_state(generator)
     with torch.cuda.graph(graph):
         outputs = fn()
 
-    def replay() -> tuple[Batch, dict]:
+    def replay():
         graph.replay()
         return outputs
 
@@ -74,12 +77,32 @@ class Learner:
         self._replays: dict[tuple[bool, bool], GraphStep] = {}
         self.failure = ""  # why a capture failed, if one did
         self._warmup_left = WARMUP_ROUNDS * max(agent.cfg.delay, agent.cfg.target_every)
+        self._act_warmup_left = WARMUP_ROUNDS
+        self._act_replay: Callable[[], torch.Tensor] | None = None
+        self._act_obs: torch.Tensor | None = None  # the acting graph's static input
 
     def describe(self) -> str:
         """For the end-of-run line and result.json: on, off, or off after a failed capture (and why)."""
         if self.graphs:
             return "on"
         return f"off after a failed capture ({self.failure})" if self.failure else "off"
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """The exploring policy's actions for the training envs' observations [num_envs, S]."""
+        agent = self.agent
+        if not self.graphs:
+            return agent.act(torch.as_tensor(obs, dtype=torch.float32, device=agent.device)).cpu().numpy()
+        if self._act_warmup_left > 0:
+            self._act_warmup_left -= 1
+            with _side_stream(agent.device):
+                return agent.act(torch.as_tensor(obs, dtype=torch.float32, device=agent.device)).cpu().numpy()
+        if self._act_replay is None:
+            self._act_obs = torch.as_tensor(obs, dtype=torch.float32, device=agent.device).clone()
+            self._act_replay = self._try_capture(lambda: agent.act(self._act_obs), [agent.generator])
+            if self._act_replay is None:
+                return self.act(obs)
+        self._act_obs.copy_(torch.as_tensor(obs, dtype=torch.float32))
+        return self._act_replay().cpu().numpy()
 
     def step(self) -> dict[str, torch.Tensor]:
         """One update from a fresh replay batch; returns the agent's metric tensors (a graph's outputs are
@@ -107,15 +130,22 @@ class Learner:
             batch = buffer.sample_in_graph()
             return batch, agent.gradient_step(batch, *variant)
 
-        agent.forget_cached_weights()  # packs made before the capture would be baked into the graph
+        replay = self._try_capture(graph_step, [agent.generator, buffer.generator])
+        if replay is not None:
+            self._replays[variant] = replay
+        return replay
+
+    def _try_capture(self, fn: Callable, generators: list[torch.Generator]) -> Callable | None:
+        """fn's replay, or None after a failed capture, which turns the graphs off for the rest of the run."""
+        self.agent.forget_cached_weights()  # packs made before the capture would be baked into the graph
         try:
-            replay = self._capture(graph_step, [agent.generator, buffer.generator])
+            replay = self._capture(fn, generators)
+            self.agent.forget_cached_weights()  # and the packs made in it live in the graph's memory
+            return replay
         except Exception as exc:  # whatever the capture met, the run goes on eagerly
             self.graphs = False
             lines = str(exc).strip().splitlines()
             self.failure = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-            self._log(f"dacer2: CUDA graph capture failed ({self.failure}); continuing with eager updates")
-            agent.forget_cached_weights()
+            self._log(f"dacer2: CUDA graph capture failed ({self.failure}); continuing with eager acting and updates")
+            self.agent.forget_cached_weights()
             return None
-        self._replays[variant] = replay
-        return replay

@@ -170,7 +170,7 @@ def _choose_actions(run: TrainingRun, loop: LoopState) -> np.ndarray:
     if loop.env_steps < run.cfg.learning_starts:
         return run.envs.action_space.sample()
     with loop.times.phase("act"):
-        return run.agent.act(torch.as_tensor(loop.obs, dtype=torch.float32, device=run.device)).cpu().numpy()
+        return run.learner.act(loop.obs)
 
 
 def _step_envs(run: TrainingRun, loop: LoopState) -> None:

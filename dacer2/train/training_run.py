@@ -73,7 +73,7 @@ class TrainingRun:
     checkpoints: CheckpointManager
     agent: DACER2Agent
     buffer: ReplayBuffer
-    learner: Learner  # one update per call, eager or a replayed CUDA graph
+    learner: Learner  # the envs' actions and one update per call, eager or replayed CUDA graphs
     on_eval: EvalCallback | None = None
     writer: MetricsWriter | None = None  # opened by open_logs, once a resume has restored its step count
     progress: tqdm | None = None

@@ -74,8 +74,8 @@ def test_graph_path_makes_the_eager_updates_and_captures_one_graph_per_variant(d
     assert metrics.keys() == expected.keys() and all(torch.equal(metrics[k], expected[k]) for k in metrics)
     assert capture.captured == delay  # (policy + targets) and, with a delay, (critic only)
     assert capture.generators == [agent.generator, buffer.generator]  # every draw advances on each replay
-    # after every replay (and before each capture) the packed weight copies are dropped
-    assert len(forgets) == (steps - WARMUP_ROUNDS * delay) + delay
+    # after every replay, and before and after each capture, the packed weight copies are dropped
+    assert len(forgets) == (steps - WARMUP_ROUNDS * delay) + 2 * delay
     assert learner.describe() == "on"
 
 
@@ -117,8 +117,46 @@ def test_a_failed_capture_says_so_once_and_the_run_continues_eagerly():
     assert agent.num_updates == warmup + 4
     assert all(torch.equal(a, b) for a, b in zip(_state(agent), _state(twin_agent)))
     assert messages == ["dacer2: CUDA graph capture failed (RuntimeError: operation not permitted when stream is "
-                        "capturing); continuing with eager updates"]
+                        "capturing); continuing with eager acting and updates"]
     assert learner.describe().startswith("off after a failed capture (RuntimeError: operation not permitted")
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_graphed_acting_acts_as_the_agent_does_and_sees_new_weights(backend):
+    agent, buffer = _setup(backend=backend)
+    twin, _ = _setup(backend=backend)
+    capture = RecordingCapture()
+    learner = Learner(agent, buffer, graphs=True, capture=capture)
+    obs = np.random.default_rng(3).normal(size=(5, OBS)).astype(np.float32)
+    for i in range(WARMUP_ROUNDS + 3):
+        got = learner.act(obs + i)
+        expected = twin.act(torch.as_tensor(obs + i)).numpy()
+        assert np.array_equal(got, expected)  # the same draws from the agent's generator, in the same order
+    assert capture.captured == 1 and capture.generators == [agent.generator]
+    with torch.no_grad():  # an update replay changes the weights behind the version counters...
+        for net in (agent, twin):
+            for p in net.actor.parameters():
+                p.data.mul_(1.5)
+    agent.forget_cached_weights()  # ...and the learner forgets the packs after each one
+    twin.forget_cached_weights()
+    assert np.array_equal(learner.act(obs), twin.act(torch.as_tensor(obs)).numpy())
+
+
+def test_a_failed_acting_capture_falls_back_to_eager_acting_and_updates():
+    agent, buffer = _setup()
+    twin, twin_buffer = _setup()
+    messages = []
+
+    def failing_capture(fn, generators):
+        raise RuntimeError("capture failed")
+
+    learner = Learner(agent, buffer, graphs=True, capture=failing_capture, log=messages.append)
+    obs = np.ones((2, OBS), dtype=np.float32)
+    for _ in range(WARMUP_ROUNDS + 2):
+        assert np.array_equal(learner.act(obs), twin.act(torch.as_tensor(obs)).numpy())
+    assert len(messages) == 1 and "eager acting and updates" in messages[0] and not learner.graphs
+    assert torch.equal(learner.step()["critic_loss"], twin.update(twin_buffer.sample())["critic_loss"])
+    assert all(torch.equal(a, b) for a, b in zip(_state(agent), _state(twin)))
 
 
 def test_gradient_step_plus_finish_update_is_update():
