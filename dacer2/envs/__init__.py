@@ -3,7 +3,10 @@ env id or an unsupported space fails with one clear line instead of a traceback 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import signal
+import threading
 import warnings
 
 import gymnasium as gym
@@ -44,6 +47,20 @@ def _rescaled(env: gym.Env) -> gym.Env:
         return gym.wrappers.RescaleAction(env, -1.0, 1.0)
 
 
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c(forking: bool):
+    """Worker processes forked in here ignore SIGINT. Ctrl-C reaches a terminal's whole process group; the trainer
+    turns it into a checkpoint taken through the workers, which must still be alive to hand over their envs."""
+    if not forking or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _snapshots(env: gym.Env) -> gym.Env:
     from dacer2.envs.state import Snapshots
 
@@ -57,14 +74,15 @@ def make_vector_env(env_id: str, num_envs: int, seed: int, mode: str = "sync", *
     check_env_id(env_id)
     if mode not in ("sync", "async"):
         raise ValueError(f"unknown vector env mode {mode!r}; use sync or async")
-    envs = gym.make_vec(
-        env_id,
-        num_envs=num_envs,
-        vectorization_mode=mode,
-        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-        wrappers=[_rescaled, _snapshots],
-        **make_kwargs,
-    )
+    with _workers_ignore_ctrl_c(mode == "async"):
+        envs = gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode=mode,
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+            wrappers=[_rescaled, _snapshots],
+            **make_kwargs,
+        )
     envs.action_space.seed(seed)
     return envs
 

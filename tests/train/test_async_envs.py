@@ -52,3 +52,34 @@ def test_unknown_vector_env_mode_is_refused():
 
     with pytest.raises(ValueError, match="unknown vector env mode 'threads'"):
         make_vector_env("InvertedPendulum-v5", 2, 0, mode="threads")
+
+
+def test_ctrl_c_with_async_envs_checkpoints_through_the_workers_and_resumes(tmp_path):
+    """Ctrl-C reaches the terminal's whole process group: the workers must outlive it to hand over their envs."""
+    import csv
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "r"
+    args = [sys.executable, "-m", "dacer2.cli.train", "--env-id", "InvertedPendulum-v5", "--total-steps", "900",
+            "--learning-starts", "90", "--eval-episodes", "1", "--eval-every", "450", "--log-every", "30",
+            "--actor-hidden", "16", "--critic-hidden", "16", "--batch-size", "32", "--entropy-states", "4",
+            "--entropy-samples", "20", "--no-progress", "--save-buffer", "--num-envs", "3", "--vector-env", "async",
+            "--device", "cpu", "--run-dir", str(run)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until it is really training
+        if (run / "metrics.csv").exists():
+            with open(run / "metrics.csv") as f:
+                if any(int(r["env_steps"]) >= 150 for r in csv.DictReader(f)):
+                    break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "SIGINT at env step" in err and "--resume" in err, err[-2000:]
+    done = subprocess.run([sys.executable, "-m", "dacer2.cli.train", "--resume", str(run), "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "after 900 env steps" in done.stdout, done.stderr[-2000:]
