@@ -200,14 +200,14 @@ def random_batch(case: Case, batch: int | None = None, seed: int = 1):
 def graphed_learner(agent, case: Case, transitions: int = 10_000):
     """A Learner replaying `agent`'s update as CUDA graphs over a buffer of random transitions, past its eager
     warm-up and captures, so that every later step() is one replay plus the eager bookkeeping."""
-    from dacer2.train.learner import WARMUP_ROUNDS, Learner
+    from dacer2.train.learner import Learner
     from dacer2.train.replay import ReplayBuffer
 
     buffer = ReplayBuffer(transitions, case.obs_dim, case.action_dim, case.batch, torch.device(case.device), seed=1)
     fill = random_batch(case, transitions)
     buffer.add(*(x.cpu().numpy() for x in fill))
     learner = Learner(agent, buffer, graphs=True)
-    for _ in range(WARMUP_ROUNDS * max(agent.cfg.delay, agent.cfg.target_every) + 2 * agent.cfg.delay):
+    for _ in range(learner.warmup_updates + 2 * agent.cfg.delay):  # then one capture per variant
         learner.step()
     if learner.describe() != "on":
         raise RuntimeError(f"the update could not be captured: {learner.describe()}")

@@ -76,7 +76,9 @@ class Learner:
         self._log = log or (lambda message: print(message, file=sys.stderr))
         self._replays: dict[tuple[bool, bool], GraphStep] = {}
         self.failure = ""  # why a capture failed, if one did
-        self._warmup_left = WARMUP_ROUNDS * max(agent.cfg.delay, agent.cfg.target_every)
+        # eager updates before the first capture: every (policy, targets) variant WARMUP_ROUNDS times
+        self.warmup_updates = WARMUP_ROUNDS * max(agent.cfg.delay, agent.cfg.target_every)
+        self._warmup_left = self.warmup_updates
         self._act_warmup_left = WARMUP_ROUNDS
         self._act_replay: Callable[[], torch.Tensor] | None = None
         self._act_obs: torch.Tensor | None = None  # the acting graph's static input
@@ -90,19 +92,17 @@ class Learner:
     def act(self, obs: np.ndarray) -> np.ndarray:
         """The exploring policy's actions for the training envs' observations [num_envs, S]."""
         agent = self.agent
-        if not self.graphs:
-            return agent.act(torch.as_tensor(obs, dtype=torch.float32, device=agent.device)).cpu().numpy()
-        if self._act_warmup_left > 0:
-            self._act_warmup_left -= 1
-            with _side_stream(agent.device):
-                return agent.act(torch.as_tensor(obs, dtype=torch.float32, device=agent.device)).cpu().numpy()
-        if self._act_replay is None:
-            self._act_obs = torch.as_tensor(obs, dtype=torch.float32, device=agent.device).clone()
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=agent.device)
+        if self.graphs and self._act_warmup_left == 0 and self._act_replay is None:
+            self._act_obs = obs.clone()
             self._act_replay = self._try_capture(lambda: agent.act(self._act_obs), [agent.generator])
-            if self._act_replay is None:
-                return self.act(obs)
-        self._act_obs.copy_(torch.as_tensor(obs, dtype=torch.float32))
-        return self._act_replay().cpu().numpy()
+        if self.graphs and self._act_replay is not None:
+            self._act_obs.copy_(obs)
+            return self._act_replay().cpu().numpy()
+        warming_up = self.graphs and self._act_warmup_left > 0
+        self._act_warmup_left -= int(warming_up)
+        with _side_stream(agent.device) if warming_up else contextlib.nullcontext():
+            return agent.act(obs).cpu().numpy()
 
     def step(self) -> dict[str, torch.Tensor]:
         """One update from a fresh replay batch; returns the agent's metric tensors (a graph's outputs are
