@@ -34,6 +34,7 @@ if str(BENCH_DIR) not in sys.path:
 
 from grid import OP_THREADS, grid_cases  # noqa: E402
 from measure import DERIVED, MEMORY_NOTE, NOT_RUN, Bench, device_name, device_slug, versions  # noqa: E402
+from dacer2.train.host_memory import keep_freed_memory  # noqa: E402
 from report import collect_rows, memory_note, render_markdown, terminal_lines, write_results  # noqa: E402
 
 
@@ -55,6 +56,8 @@ def pytest_configure(config):
     )
     config.stash[NOT_RUN] = []
     config.stash[DERIVED] = []
+    # Every row runs with the allocator setting that training runs with (test_bench_host_memory.py compares).
+    keep_freed_memory()
 
 
 def pytest_generate_tests(metafunc):

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from dacer2.algo.precision import BF16_FLAGS, cpuinfo_field, cpu_flags
+from dacer2.train.host_memory import keep_freed_memory
 from flops import op_flops
 from grid import Case, build_agent, random_batch
 
@@ -65,7 +66,8 @@ def peak_memory_mb(fn: Callable[[], object], device: str) -> tuple[float | None,
     CUDA: torch.cuda.max_memory_allocated (tensor memory only). CPU: peak RSS (VmHWM, reset through
     /proc/self/clear_refs). glibc would serve the call from heap memory the timed rounds left resident, which
     RSS never sees, so the heap is trimmed first and, for the measured call, the mmap threshold is pinned low
-    so every tensor-sized block is a fresh mapping that shows up in RSS (then set to glibc's default maximum).
+    so every tensor-sized block is a fresh mapping that shows up in RSS (then set back to training's setting,
+    dacer2.train.host_memory).
     The timed rounds run before this, so they never pay for the fresh mappings. Resolution is about 1 MiB
     (the kernel's RSS counters are per-CPU and batched), so "0" means below that.
     """
@@ -93,7 +95,7 @@ def peak_memory_mb(fn: Callable[[], object], device: str) -> tuple[float | None,
         peak = _status_kb("VmHWM")
     finally:
         if libc:
-            libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+            keep_freed_memory()
     return max(peak - before, 0) / 1024, "peak RSS delta"
 
 

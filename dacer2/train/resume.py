@@ -23,7 +23,7 @@ from dacer2.train.loop_state import LoopState
 from dacer2.train.training_run import TrainingRun
 
 # Fields a resume may change: they do not alter the algorithm.
-RESUME_OVERRIDABLE = ("total_steps", "progress", "torch_threads", "cuda_graphs")
+RESUME_OVERRIDABLE = ("total_steps", "progress", "torch_threads", "cuda_graphs", "keep_freed_memory")
 
 
 @dataclasses.dataclass

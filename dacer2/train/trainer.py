@@ -70,6 +70,7 @@ class TrainResult:
     precision: str = "fp32"  # of the GEMMs, and why: "bf16 (auto: the CPU has amx_bf16 ...)"
     host: str = ""  # the CPU or GPU that ran the run's last stretch (wall times compare only within one host)
     cuda_graphs: str = "off"  # whether the updates were replayed CUDA graphs: on, off, or off after a failed capture
+    host_memory: str = ""  # whether glibc malloc was told to keep freed memory (--keep-freed-memory)
 
 
 def step_vector_env(envs: gym.vector.VectorEnv, action: np.ndarray):
@@ -317,6 +318,7 @@ def _finish(run: TrainingRun, loop: LoopState) -> TrainResult:
         precision=f"{run.cfg.precision} ({run.cfg.precision_reason})",
         host=host_description(run.agent.device),
         cuda_graphs=run.learner.describe(),
+        host_memory=run.host_memory,
     )
     (run.run_dir / "result.json").write_text(
         json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}, indent=2)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from dacer2.algo.agent import DACER2Agent
 from dacer2.train.checkpoint import CheckpointManager
+from dacer2.train.host_memory import keep_freed_memory
 from dacer2.config import TrainConfig
 from dacer2.envs import make_vector_env
 from dacer2.train.metrics import MetricsWriter
@@ -77,6 +78,7 @@ class TrainingRun:
     on_eval: EvalCallback | None = None
     writer: MetricsWriter | None = None  # opened by open_logs, once a resume has restored its step count
     progress: tqdm | None = None
+    host_memory: str = "unchanged (--no-keep-freed-memory)"  # what the run did to the C allocator
 
     def open_logs(self, env_steps: int, resumed: bool) -> None:
         # A resumed run drops the rows logged after its checkpoint: they are about to be logged again.
@@ -102,6 +104,7 @@ def build_run(cfg: TrainConfig, agent_factory: AgentFactory | None, on_eval: Eva
     device = resolve_device(cfg.device)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
+    host_memory = keep_freed_memory() if cfg.keep_freed_memory else TrainingRun.host_memory
     seed_everything(cfg.seed, cfg.deterministic)
 
     envs = make_vector_env(cfg.env_id, cfg.num_envs, cfg.seed, mode=cfg.vector_env)
@@ -121,4 +124,4 @@ def build_run(cfg: TrainConfig, agent_factory: AgentFactory | None, on_eval: Eva
     buffer = ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, cfg.batch_size, device, seed=cfg.seed)
     learner = Learner(agent, buffer, graphs=cfg.cuda_graphs == "on")
     return TrainingRun(cfg, device, envs, eval_envs, obs_dim, action_dim, run_dir, checkpoints, agent, buffer, learner,
-                       on_eval)
+                       on_eval, host_memory=host_memory)
