@@ -116,7 +116,7 @@ class TrainConfig:
     """CPU threads for torch (default: torch's own choice)."""
     keep_freed_memory: bool = True
     """Tune glibc's malloc to keep freed memory in the process instead of returning it to the kernel, so CPU updates
-    stop page-faulting their working set back in (fp32 updates about 1.09x faster in a measured run, same peak
+    stop page-faulting their working set back in (fp32 updates 1.07-1.09x faster in measured runs, same peak
     memory; process-wide; docs/performance.md, "Host memory")."""
     deterministic: bool = False
     """Seed everything and use deterministic algorithms, so two runs with the same seed match (on CPU bitwise)."""
