@@ -19,6 +19,7 @@
 #include "kernels.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace dacer2 {
@@ -55,28 +56,53 @@ static inline void matvec_axpy(const T* __restrict in, int64_t K, const T* __res
   }
 }
 
-template <typename T>
-void sample_chain_rows(const T* obs, int64_t B, const T* packed, const ChainDims& d, const T* sched,
-                       T alpha_scale, bool chain_noise, bool explore, uint64_t seed, uint64_t offset,
-                       const T* noise, T* out, int64_t row_begin, int64_t row_end) {
+// out[0:N] = bias + bf16(sum_k in[k] * w_t[k, 0:N]) with bf16 weights (raw bits, widened in registers) and
+// inputs already rounded to bf16: what a bf16 GEMM with fp32 accumulation and a bf16 product computes, with half
+// the weight bytes of the fp32 form to stream.
+static inline void matvec_bf16(const float* __restrict in, int64_t K, const uint16_t* __restrict w_t,
+                               const float* __restrict bias, int64_t N, float* __restrict out) {
+  constexpr int64_t JB = 64;
+  int64_t j0 = 0;
+  for (; j0 + JB <= N; j0 += JB) {
+    float acc[JB] = {};
+    for (int64_t k = 0; k < K; ++k) {
+      const float a = in[k];
+      const uint16_t* __restrict row = w_t + k * N + j0;
+      for (int64_t jj = 0; jj < JB; ++jj) acc[jj] += a * bf16_to_float(row[jj]);
+    }
+    for (int64_t jj = 0; jj < JB; ++jj) out[j0 + jj] = bias[j0 + jj] + round_bf16(acc[jj]);
+  }
+  for (int64_t j = j0; j < N; ++j) {
+    float acc = 0.f;
+    for (int64_t k = 0; k < K; ++k) acc += in[k] * bf16_to_float(w_t[k * N + j]);
+    out[j] = bias[j] + round_bf16(acc);
+  }
+}
+
+// The acting chain per row; `matvec(offset, in, K, bias, N, out)` computes out = bias + in @ W for the weight
+// matrix at `offset` in the packed buffer (the observation's share of layer 1, the hidden and output layers).
+template <typename T, typename MatVec>
+static void chain_rows(const T* obs, int64_t B, const T* packed, const ChainDims& d, const T* sched, T alpha_scale,
+                       bool chain_noise, bool explore, uint64_t seed, uint64_t offset, const T* noise, T* out,
+                       int64_t row_begin, int64_t row_end, const MatVec& matvec) {
   const int64_t S = d.S, A = d.A, Tn = d.T, L = d.L;
   const int64_t H1 = d.H[0];
   int64_t Hmax = 0;
   for (int64_t l = 0; l < L; ++l) Hmax = std::max(Hmax, d.H[l]);
   // Offsets into the packed buffer.
-  const T* w1o = packed;
-  const T* w1x = w1o + S * H1;
+  const T* w1x = packed + S * H1;
   const T* sb = w1x + A * H1;
-  const T* p = sb + Tn * H1;
-  std::vector<const T*> W(L), bvec(L);
+  int64_t off = (S + A + Tn) * H1;
+  std::vector<int64_t> W(L);
+  std::vector<const T*> bvec(L);
   for (int64_t l = 1; l < L; ++l) {
-    W[l] = p;
-    p += d.H[l - 1] * d.H[l];
-    bvec[l] = p;
-    p += d.H[l];
+    W[l] = off;
+    off += d.H[l - 1] * d.H[l];
+    bvec[l] = packed + off;
+    off += d.H[l];
   }
-  const T* wo = p;
-  const T* bo = wo + d.H[L - 1] * A;
+  const int64_t wo = off;
+  const T* bo = packed + wo + d.H[L - 1] * A;
 
   std::vector<T> buf(H1 + 2 * Hmax + 3 * A + H1);
   T* P = buf.data();          // obs share of layer 1 [H1]
@@ -91,7 +117,7 @@ void sample_chain_rows(const T* obs, int64_t B, const T* packed, const ChainDims
 
   for (int64_t b = row_begin; b < row_end; ++b) {
     const T* s = obs + b * S;
-    matvec_axpy(s, S, w1o, zH, H1, P);
+    matvec(0, s, S, zH, H1, P);
     auto draw = [&](int64_t j, int64_t a) -> T {
       const int64_t idx = (j * B + b) * A + a;
       return noise ? noise[idx] : normal_at<T>(seed, offset + static_cast<uint64_t>(idx));
@@ -111,11 +137,11 @@ void sample_chain_rows(const T* obs, int64_t B, const T* packed, const ChainDims
       T* cur = ha;
       T* nxt = hb;
       for (int64_t l = 1; l < L; ++l) {
-        matvec_axpy(cur, d.H[l - 1], W[l], bvec[l], d.H[l], nxt);
+        matvec(W[l], cur, d.H[l - 1], bvec[l], d.H[l], nxt);
         for (int64_t j = 0; j < d.H[l]; ++j) nxt[j] = mish_val(nxt[j]);
         std::swap(cur, nxt);
       }
-      matvec_axpy(cur, d.H[L - 1], wo, bo, A, eps);
+      matvec(wo, cur, d.H[L - 1], bo, A, eps);
       const T cx = sched[t], ce = sched[Tn + t], c1 = sched[2 * Tn + t], c2 = sched[3 * Tn + t],
               sd = sched[4 * Tn + t];
       const bool add_noise = chain_noise && t > 0;
@@ -134,6 +160,30 @@ void sample_chain_rows(const T* obs, int64_t B, const T* packed, const ChainDims
       o[a] = v;
     }
   }
+}
+
+template <typename T>
+void sample_chain_rows(const T* obs, int64_t B, const T* packed, const ChainDims& d, const T* sched,
+                       T alpha_scale, bool chain_noise, bool explore, uint64_t seed, uint64_t offset,
+                       const T* noise, T* out, int64_t row_begin, int64_t row_end) {
+  chain_rows<T>(obs, B, packed, d, sched, alpha_scale, chain_noise, explore, seed, offset, noise, out, row_begin,
+                row_end, [packed](int64_t w, const T* in, int64_t K, const T* bias, int64_t N, T* o) {
+                  matvec_axpy(in, K, packed + w, bias, N, o);
+                });
+}
+
+void sample_chain_rows_bf16(const float* obs, int64_t B, const float* packed, const uint16_t* packed_bf16,
+                            const ChainDims& d, const float* sched, float alpha_scale, bool chain_noise,
+                            bool explore, uint64_t seed, uint64_t offset, const float* noise, float* out,
+                            int64_t row_begin, int64_t row_end) {
+  int64_t widest = d.S;
+  for (int64_t l = 0; l < d.L; ++l) widest = std::max(widest, d.H[l]);
+  std::vector<float> rounded(widest);
+  chain_rows<float>(obs, B, packed, d, sched, alpha_scale, chain_noise, explore, seed, offset, noise, out, row_begin,
+                    row_end, [&](int64_t w, const float* in, int64_t K, const float* bias, int64_t N, float* o) {
+                      for (int64_t k = 0; k < K; ++k) rounded[k] = round_bf16(in[k]);
+                      matvec_bf16(rounded.data(), K, packed_bf16 + w, bias, N, o);
+                    });
 }
 
 template <typename T>

@@ -13,6 +13,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 namespace dacer2 {
 
@@ -42,6 +43,23 @@ inline T normal_at(uint64_t seed, uint64_t n) {
 template <typename T>
 void fill_normal(uint64_t seed, uint64_t offset, int64_t begin, int64_t end, T* out);
 
+// ---- bfloat16 as raw bits: widening is a shift; rounding is to nearest even (as c10::BFloat16 rounds) ---------
+inline float bf16_to_float(uint16_t bits) {
+  const uint32_t u = static_cast<uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline float round_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return f;  // NaN stays NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
 // ---- mish with one exp: tanh(softplus(x)) = n / (n + 2), n = e^x (e^x + 2) ---------------------------------
 template <typename T>
 inline T mish_val(T x) {
@@ -68,6 +86,16 @@ template <typename T>
 void sample_chain_rows(const T* obs, int64_t B, const T* packed, const ChainDims& d, const T* sched,
                        T alpha_scale, bool chain_noise, bool explore, uint64_t seed, uint64_t offset,
                        const T* noise, T* out, int64_t row_begin, int64_t row_end);
+
+// The same chain with bf16 GEMM semantics, for acting in bf16 at small batch: the weight matrices (the
+// observation's share of layer 1, the hidden and the output layers) come from packed_bf16, the packed buffer
+// rounded to bf16 (raw bits, same offsets: half the bytes to stream); their inputs and products are rounded to
+// bf16 as the GEMM path rounds them, with fp32 accumulation. Biases, the step bias and the action share x @ w1x
+// stay fp32, read from packed.
+void sample_chain_rows_bf16(const float* obs, int64_t B, const float* packed, const uint16_t* packed_bf16,
+                            const ChainDims& d, const float* sched, float alpha_scale, bool chain_noise,
+                            bool explore, uint64_t seed, uint64_t offset, const float* noise, float* out,
+                            int64_t row_begin, int64_t row_end);
 
 // ---- elementwise pieces of the batched (GEMM) paths, each over rows [r0, r1) ------------------------------
 // h = mish(pre), d = mish'(pre) with pre = P + bias + x @ wx_t  (wx_t [A, H]); d may be null.

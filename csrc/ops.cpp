@@ -13,6 +13,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "kernels.h"
@@ -208,9 +209,20 @@ void chain_forward_impl(const Tensor& obs, const Tensor& packed, const Layout& l
 // ---- op: sample_chain (acting, no grad) -------------------------------------------------------------------
 Tensor sample_chain_cpu(const Tensor& obs, const Tensor& packed, c10::IntArrayRef dims, const Tensor& sched,
                         const Tensor& alpha_scale, const Tensor& rng, const std::optional<Tensor>& noise,
-                        bool chain_noise, bool explore, std::optional<at::ScalarType> gemm_dtype) {
+                        bool chain_noise, bool explore, std::optional<at::ScalarType> gemm_dtype,
+                        const std::optional<Tensor>& packed_gemm) {
   const Layout l = make_layout(dims);
   check_gemm_dtype(gemm_dtype);
+  if (packed_gemm.has_value()) {
+    TORCH_CHECK(gemm_dtype.has_value() && packed_gemm->scalar_type() == *gemm_dtype,
+                "dacer2: packed_gemm must be packed cast to gemm_dtype, got ", packed_gemm->scalar_type(),
+                " with gemm_dtype ", gemm_dtype ? c10::toString(*gemm_dtype) : "None");
+    TORCH_CHECK(packed_gemm->numel() == packed.numel() && packed_gemm->is_contiguous(),
+                "dacer2: packed_gemm must be a contiguous copy of packed (", packed.numel(), " values), got shape ",
+                packed_gemm->sizes());
+    TORCH_CHECK(packed_gemm->device() == obs.device(), "dacer2: packed_gemm is on ", packed_gemm->device(),
+                " but obs is on ", obs.device());
+  }
   check_common(obs, packed, sched, l);
   check_float(alpha_scale, "alpha_scale", obs);
   TORCH_CHECK(alpha_scale.numel() == 1, "dacer2: alpha_scale must hold one value, got shape ", alpha_scale.sizes());
@@ -228,14 +240,25 @@ Tensor sample_chain_cpu(const Tensor& obs, const Tensor& packed, c10::IntArrayRe
   AT_DISPATCH_FLOATING_TYPES(obs.scalar_type(), "dacer2::sample_chain", [&] {
     using T = scalar_t;
     const T as = alpha_scale.data_ptr<T>()[0];
-    if (B < 16 && !gemm_dtype) {
-      // Small batches (acting in the environment): the whole chain per row in plain loops (fp32 only: in bf16 the
-      // GEMM path below runs, whose matrix multiplies are the ones that round).
+    const bool bf16_rows = packed_gemm.has_value() && std::is_same_v<T, float>;
+    if (B < 16 && (!gemm_dtype || bf16_rows)) {
+      // Small batches (acting in the environment): the whole chain per row in plain loops. In bf16 they read the
+      // caller's bf16 copy of the weights (a cast per call would cost more than the chain); without one, the
+      // GEMM path below runs, whose matrix multiplies are the ones that round.
       std::vector<int64_t> H = l.H;
       ChainDims d{l.S, A, Tn, l.L, H.data()};
-      sample_chain_rows<T>(obs.data_ptr<T>(), B, packed.data_ptr<T>(), d, sched.data_ptr<T>(), as, chain_noise,
-                           explore, seed, offset, noise.has_value() ? noise->data_ptr<T>() : nullptr,
-                           out.data_ptr<T>(), 0, B);
+      const T* nzp = noise.has_value() ? noise->data_ptr<T>() : nullptr;
+      if (bf16_rows) {
+        sample_chain_rows_bf16(reinterpret_cast<const float*>(obs.data_ptr<T>()), B,
+                               reinterpret_cast<const float*>(packed.data_ptr<T>()),
+                               reinterpret_cast<const uint16_t*>(packed_gemm->data_ptr<at::BFloat16>()), d,
+                               reinterpret_cast<const float*>(sched.data_ptr<T>()), static_cast<float>(as),
+                               chain_noise, explore, seed, offset, reinterpret_cast<const float*>(nzp),
+                               reinterpret_cast<float*>(out.data_ptr<T>()), 0, B);
+      } else {
+        sample_chain_rows<T>(obs.data_ptr<T>(), B, packed.data_ptr<T>(), d, sched.data_ptr<T>(), as, chain_noise,
+                             explore, seed, offset, nzp, out.data_ptr<T>(), 0, B);
+      }
       return;
     }
     Tensor nz;

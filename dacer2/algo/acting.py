@@ -49,9 +49,11 @@ def act_reference(actor: NoisePredictor, chain: ReverseChain, obs: torch.Tensor,
 
 def act_fused(sample_chain_op: Callable, obs: torch.Tensor, packed: torch.Tensor, dims, sched: torch.Tensor,
               alpha_scale: torch.Tensor, rng: torch.Tensor, generator: torch.Generator, chain_noise: bool,
-              explore: bool, gemm_dtype: torch.dtype | None = None) -> torch.Tensor:
+              explore: bool, gemm_dtype: torch.dtype | None = None,
+              packed_gemm: torch.Tensor | None = None) -> torch.Tensor:
     """Acting on the fused backend: refill the op's rng tensor from the generator, then one op call that draws its
-    own noise. The op never records autograd, so no no_grad context is needed (or paid for) at batch 1."""
+    own noise. The op never records autograd, so no no_grad context is needed (or paid for) at batch 1.
+    packed_gemm is packed cast to gemm_dtype, kept per weight version by the caller (bf16 acting's weights)."""
     rng.random_(generator=generator)
     return sample_chain_op(obs.contiguous(), packed, dims, sched, alpha_scale, rng, None, chain_noise, explore,
-                           gemm_dtype)
+                           gemm_dtype, packed_gemm)

@@ -17,8 +17,11 @@ SCHEMAS = {
     # operands and the product to bf16 with fp32 accumulation (dacer2/algo/precision.py).
     # Acting: the whole chain, no grad. rng = int64 [seed, offset]; offset advances by (T+1) B A per call
     # unless `noise` [T+1, B, A] is injected (row 0 initial x, rows 1..T-1 chain noise, row T exploration).
+    # packed_gemm: optionally `packed` already cast to gemm_dtype, kept by the caller per weight version; the CPU
+    # kernel's small-batch loops read their weights from it (same values as casting per call, half the bytes).
     "sample_chain": "sample_chain(Tensor obs, Tensor packed, int[] dims, Tensor sched, Tensor alpha_scale, "
-    "Tensor(a!) rng, Tensor? noise, bool chain_noise, bool explore, ScalarType? gemm_dtype=None) -> Tensor",
+    "Tensor(a!) rng, Tensor? noise, bool chain_noise, bool explore, ScalarType? gemm_dtype=None, "
+    "Tensor? packed_gemm=None) -> Tensor",
     # Training chain: noise [T, B, A] (row 0 initial x, rows 1.. chain noise). Returns action, visited x_t
     # [T, B, A], eps [T, B, A] and what the backward needs (post-activations and mish' of every layer).
     "chain_forward": "chain_forward(Tensor obs, Tensor packed, int[] dims, Tensor sched, Tensor noise, "
@@ -63,8 +66,9 @@ def _sum_hidden(dims) -> int:
 
 
 @torch.library.register_fake("dacer2::sample_chain")
-def _(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore, gemm_dtype=None):
-    check_devices("sample_chain", obs, packed=packed, sched=sched, alpha_scale=alpha_scale, rng=rng, noise=noise)
+def _(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore, gemm_dtype=None, packed_gemm=None):
+    check_devices("sample_chain", obs, packed=packed, sched=sched, alpha_scale=alpha_scale, rng=rng, noise=noise,
+                  packed_gemm=packed_gemm)
     return obs.new_empty(obs.shape[0], dims[1])
 
 

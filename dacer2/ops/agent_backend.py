@@ -86,13 +86,17 @@ class FusedDiffusionHead(DiffusionHead):
             packed, dims = self.actor_cache.get()
             if self.rng.device != packed.device:
                 self.rng = self.rng.to(packed.device)
-            state = self._act_state = (key, packed, dims, self.sched(packed.dtype, packed.device), self.alpha_scale())
-        _, packed, dims, sched, alpha_scale = state
+            gemm_dtype = self.actor.gemm_dtype
+            # bf16: the weights cast once per version, not per action (the op's small-batch loops read them)
+            packed_gemm = packed.to(gemm_dtype) if gemm_dtype is not None else None
+            state = self._act_state = (key, packed, dims, self.sched(packed.dtype, packed.device), self.alpha_scale(),
+                                       packed_gemm)
+        _, packed, dims, sched, alpha_scale, packed_gemm = state
         chain_noise = self.cfg.deterministic_chain_noise if deterministic else True
         # A fresh random (seed, offset) from the agent's generator per call: acting stays reproducible from the
         # generator state (tests, checkpoint resume, a Policy with the same seed) at the cost of one tiny draw.
         return act_fused(self._sample, obs, packed, dims, sched, alpha_scale, self.rng, self.generator, chain_noise,
-                         not deterministic, self.actor.gemm_dtype)
+                         not deterministic, self.actor.gemm_dtype, packed_gemm)
 
     # ---- chains with generator noise ------------------------------------------------------------------------
     def sample(self, obs: torch.Tensor, chain_noise: bool = True) -> torch.Tensor:

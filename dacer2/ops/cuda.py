@@ -47,7 +47,8 @@ def _check(name: str, **tensors) -> None:
         raise RuntimeError(f"dacer2::{name}: {', '.join(bad)} must be contiguous")
 
 
-def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore, gemm_dtype=None):
+def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore, gemm_dtype=None,
+                 packed_gemm=None):  # packed_gemm serves the CPU kernel's bf16 loops only
     args = (obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore)
     K = triton_kernels()
     if K is None or gemm_dtype is not None:  # the Triton kernels multiply in fp32 only

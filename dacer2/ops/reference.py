@@ -86,7 +86,8 @@ def denoise(obs_share: torch.Tensor, x: torch.Tensor, t: int, parts, save: list 
     return addmm(bo, h, wo, gemm_dtype)
 
 
-def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore, gemm_dtype=None):
+def sample_chain(obs, packed, dims, sched, alpha_scale, rng, noise, chain_noise, explore, gemm_dtype=None,
+                 packed_gemm=None):  # packed_gemm: a speed aid for compiled kernels; the twin casts per call
     S, A, T = dims[:3]
     B = obs.shape[0]
     if noise is None:

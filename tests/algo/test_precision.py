@@ -112,3 +112,34 @@ def test_a_bf16_agent_trains_with_fp32_master_weights(backend):
     assert 0 < apart <= 0.05 * moved
     obs = torch.randn(3, 4)
     assert bf16.act(obs).shape == (3, 2)
+
+
+def test_bf16_acting_casts_the_weights_once_per_weight_version():
+    """Acting in bf16 at small batch reads a bf16 copy of the packed weights that the fused head makes when the
+    weights change, not per action (the cast would cost more than the chain), and acts as the bf16 GEMM path does."""
+    from dacer2.ops import ops
+
+    cfg = TrainConfig(precision="bf16", backend="fused", actor_hidden=(32, 32), critic_hidden=(32, 32), batch_size=16,
+                      alpha_every=10**9, device="cpu", seed=0)
+    agent = DACER2Agent(4, 2, cfg)
+    head, obs = agent.head, torch.randn(1, 4)
+    agent.act(obs)
+    copy = head._act_state[-1]
+    packed, dims = head.actor_cache.get()
+    assert copy.dtype == torch.bfloat16 and torch.equal(copy, packed.to(torch.bfloat16))
+    generator_state = agent.generator.get_state()
+    action = agent.act(obs)
+    assert head._act_state[-1] is copy  # reused
+    # the same draws through the op's GEMM path (no bf16 copy given) give the same action to fp32 summation order
+    agent.generator.set_state(generator_state)
+    head.rng.random_(generator=agent.generator)
+    gemm_path = ops.sample_chain(obs, packed, dims, head.sched(obs.dtype, obs.device), head.alpha_scale(), head.rng,
+                                 None, True, True, torch.bfloat16)
+    torch.testing.assert_close(action, gemm_path, rtol=0, atol=1e-5)
+
+    agent.num_updates = 1  # past the first update's entropy fit
+    for _ in range(agent.cfg.delay):  # one of them steps the policy
+        agent.update(tiny_batch())
+    agent.act(obs)
+    packed = head.actor_cache.get()[0]
+    assert head._act_state[-1] is not copy and torch.equal(head._act_state[-1], packed.to(torch.bfloat16))

@@ -23,6 +23,7 @@ BF16 = torch.bfloat16
 BF16_TOL = 4 * torch.finfo(BF16).eps
 FLIP_TOL = 0.1
 FP32_NOISE = 1e-5
+ROWS_VS_GEMM = 1e-5  # acting's bf16 row loops against the bf16 GEMM path (measured worst 8e-8)
 # (B, S, A, T): batch 1/7/256, obs 4/17/348, action 1/6/17
 SHAPES = [(1, 17, 6, 5), (7, 4, 1, 1), (7, 348, 17, 5), (256, 17, 6, 5), (256, 4, 17, 2), (1, 348, 1, 20)]
 
@@ -65,8 +66,26 @@ def test_sample_chain(make_denoiser, B, S, A, T):
     want = reference.sample_chain(*args)
     assert (want.abs() < 1 - 1e-6).any(), "every action sits on the clip: this case could not see bf16's rounding"
     assert_fp32(ops.sample_chain(*args), want, "op fp32")
-    assert_bf16(ops.sample_chain(*args, BF16), want, "op bf16", action=True)
+    gemm_path = ops.sample_chain(*args, BF16)
+    assert_bf16(gemm_path, want, "op bf16", action=True)
     assert_bf16(reference.sample_chain(*args, BF16), want, "twin bf16", action=True)
+    # With the weights already in bf16 (acting's cached copy) batches below 16 take the per-row loops, which round
+    # what the GEMM path rounds: the two differ only by the order of fp32 sums (a bf16 product may land one ulp
+    # apart), far below bf16's distance from fp32.
+    rows = ops.sample_chain(*args, BF16, d.packed.to(BF16))
+    assert_bf16(rows, want, "op bf16 with packed_gemm", action=True)
+    assert relative_error(rows, gemm_path) <= ROWS_VS_GEMM, relative_error(rows, gemm_path)
+
+
+def test_packed_gemm_must_be_packed_in_the_gemm_dtype(make_denoiser):
+    d = make_denoiser(4, 2, 3)
+    args = sample_args(d, 2)
+    with pytest.raises(RuntimeError, match="packed_gemm must be packed cast to gemm_dtype"):
+        ops.sample_chain(*args, None, d.packed.to(BF16))  # no gemm_dtype
+    with pytest.raises(RuntimeError, match="packed_gemm must be packed cast to gemm_dtype"):
+        ops.sample_chain(*args, BF16, d.packed.clone())  # fp32 storage
+    with pytest.raises(RuntimeError, match="contiguous copy of packed"):
+        ops.sample_chain(*args, BF16, d.packed[:-1].to(BF16))
 
 
 def chain_outputs_and_grads(chain_forward, d, obs, noise, probes, gemm_dtype):
@@ -162,3 +181,6 @@ def test_opcheck_with_bf16(make_denoiser, make_critic):
                           (obs, d.packed.clone().requires_grad_(True), d.dims, d.sched, noise, True, BF16))
     c = make_critic(4, 2)
     torch.library.opcheck(ops.critic_action_grad.default, (obs, torch.randn(2, 3, 2), c.packed, c.dims, 0, BF16))
+    for B in (1, 20):  # the row loops and the GEMM path
+        torch.library.opcheck(ops.sample_chain.default, (*sample_args(d, B)[:6], None, True, True, BF16,
+                                                         d.packed.to(BF16)))
