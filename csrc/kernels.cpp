@@ -61,19 +61,33 @@ static inline void matvec_axpy(const T* __restrict in, int64_t K, const T* __res
 
 // out[0:N] = bias + bf16(sum_k in[k] * w_t[k, 0:N]) with bf16 weights (raw bits, widened in registers) and
 // inputs already rounded to bf16: what a bf16 GEMM with fp32 accumulation and a bf16 product computes, with half
-// the weight bytes of the fp32 form to stream.
+// the weight bytes of the fp32 form to stream. Weights are read as 32-bit words of two columns each: the high
+// column is the word with its low half cleared, the low column the word shifted up, one instruction each.
+static inline float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
 static inline void matvec_bf16(const float* __restrict in, int64_t K, const uint16_t* __restrict w_t,
                                const float* __restrict bias, int64_t N, float* __restrict out) {
-  constexpr int64_t JB = 64;
+  constexpr int64_t JB = 64, WB = JB / 2;
   int64_t j0 = 0;
   for (; j0 + JB <= N; j0 += JB) {
-    float acc[JB] = {};
+    float even[WB] = {}, odd[WB] = {};
     for (int64_t k = 0; k < K; ++k) {
       const float a = in[k];
       const uint16_t* __restrict row = w_t + k * N + j0;
-      for (int64_t jj = 0; jj < JB; ++jj) acc[jj] += a * bf16_to_float(row[jj]);
+      for (int64_t i = 0; i < WB; ++i) {
+        uint32_t w;
+        std::memcpy(&w, row + 2 * i, sizeof w);  // columns 2i (low half, little-endian) and 2i + 1
+        even[i] += a * bits_to_float(w << 16);
+        odd[i] += a * bits_to_float(w & 0xffff0000u);
+      }
     }
-    for (int64_t jj = 0; jj < JB; ++jj) out[j0 + jj] = bias[j0 + jj] + round_bf16(acc[jj]);
+    for (int64_t i = 0; i < WB; ++i) {
+      out[j0 + 2 * i] = bias[j0 + 2 * i] + round_bf16(even[i]);
+      out[j0 + 2 * i + 1] = bias[j0 + 2 * i + 1] + round_bf16(odd[i]);
+    }
   }
   for (int64_t j = j0; j < N; ++j) {
     float acc = 0.f;
