@@ -14,7 +14,7 @@
 //     Bound: the ten 256x256 matvecs alone stream 2.6 MB from L2 and take ~51 us here (docs/performance.md).
 //   acting in bf16, batch 1, 1 thread, same dims, Policy.act (sample_chain_rows_bf16 against the bf16 GEMM path it
 //     replaced below batch 16; 2-core AMD EPYC Zen 5, AVX512-BF16 unused by this x86-64-v3 build, trainings paused,
-//     2026-12-05): 275 us -> 41.7 us (6.6x); fp32's row kernel in the same run: 39.5 us.
+//     2026-12-05): 275 us -> 32.6 us (8.4x); fp32's row kernel in the same run: 38.5 us.
 //   critic action-gradient, min mode, batch 256: 15.8 -> 7.4 ms (2.1x); the backward runs only over each
 //     critic's own rows (halves the backward GEMMs).
 //   full update, batch 256 (critic + policy L_q + L_g, delay 1): 206 -> 112 ms at 1 thread (1.8x), 138 -> 86 ms
