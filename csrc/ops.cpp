@@ -13,7 +13,6 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
-#include <type_traits>
 #include <vector>
 
 #include "kernels.h"
@@ -237,28 +236,29 @@ Tensor sample_chain_cpu(const Tensor& obs, const Tensor& packed, c10::IntArrayRe
   int64_t* st = rng.data_ptr<int64_t>();
   const uint64_t seed = static_cast<uint64_t>(st[0]), offset = static_cast<uint64_t>(st[1]);
   if (!noise.has_value()) st[1] = static_cast<int64_t>(offset + static_cast<uint64_t>((Tn + 1) * B * A));
+  if (B < 16 && packed_gemm.has_value() && obs.scalar_type() == at::kFloat) {
+    // Small batches in bf16 (acting in the environment): the chain per row in plain loops that read the caller's
+    // bf16 copy of the weights (casting per call would cost more than the chain itself).
+    std::vector<int64_t> H = l.H;
+    ChainDims d{l.S, A, Tn, l.L, H.data()};
+    sample_chain_rows_bf16(obs.data_ptr<float>(), B, packed.data_ptr<float>(),
+                           reinterpret_cast<const uint16_t*>(packed_gemm->data_ptr<at::BFloat16>()), d,
+                           sched.data_ptr<float>(), alpha_scale.data_ptr<float>()[0], chain_noise, explore, seed,
+                           offset, noise.has_value() ? noise->data_ptr<float>() : nullptr, out.data_ptr<float>(), 0,
+                           B);
+    return out;
+  }
   AT_DISPATCH_FLOATING_TYPES(obs.scalar_type(), "dacer2::sample_chain", [&] {
     using T = scalar_t;
     const T as = alpha_scale.data_ptr<T>()[0];
-    const bool bf16_rows = packed_gemm.has_value() && std::is_same_v<T, float>;
-    if (B < 16 && (!gemm_dtype || bf16_rows)) {
-      // Small batches (acting in the environment): the whole chain per row in plain loops. In bf16 they read the
-      // caller's bf16 copy of the weights (a cast per call would cost more than the chain); without one, the
-      // GEMM path below runs, whose matrix multiplies are the ones that round.
+    if (B < 16 && !gemm_dtype) {
+      // Small batches (acting in the environment): the whole chain per row in plain loops (in bf16 without a bf16
+      // copy of the weights, the GEMM path below runs, whose matrix multiplies are the ones that round).
       std::vector<int64_t> H = l.H;
       ChainDims d{l.S, A, Tn, l.L, H.data()};
-      const T* nzp = noise.has_value() ? noise->data_ptr<T>() : nullptr;
-      if (bf16_rows) {
-        sample_chain_rows_bf16(reinterpret_cast<const float*>(obs.data_ptr<T>()), B,
-                               reinterpret_cast<const float*>(packed.data_ptr<T>()),
-                               reinterpret_cast<const uint16_t*>(packed_gemm->data_ptr<at::BFloat16>()), d,
-                               reinterpret_cast<const float*>(sched.data_ptr<T>()), static_cast<float>(as),
-                               chain_noise, explore, seed, offset, reinterpret_cast<const float*>(nzp),
-                               reinterpret_cast<float*>(out.data_ptr<T>()), 0, B);
-      } else {
-        sample_chain_rows<T>(obs.data_ptr<T>(), B, packed.data_ptr<T>(), d, sched.data_ptr<T>(), as, chain_noise,
-                             explore, seed, offset, nzp, out.data_ptr<T>(), 0, B);
-      }
+      sample_chain_rows<T>(obs.data_ptr<T>(), B, packed.data_ptr<T>(), d, sched.data_ptr<T>(), as, chain_noise,
+                           explore, seed, offset, noise.has_value() ? noise->data_ptr<T>() : nullptr,
+                           out.data_ptr<T>(), 0, B);
       return;
     }
     Tensor nz;
