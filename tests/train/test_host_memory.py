@@ -6,6 +6,7 @@ allocator is the thing compared against."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -42,8 +43,10 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 16)
 
 
 def _faults_per_update(mode: str, backend: str) -> float:
+    # glibc's own defaults: no malloc settings inherited from the environment
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     out = subprocess.run([sys.executable, "-c", FAULTS_PER_UPDATE, mode, backend], capture_output=True, text=True,
-                         check=True)
+                         check=True, env=env)
     return float(out.stdout.strip().splitlines()[-1])
 
 
