@@ -15,6 +15,7 @@ setting on (conftest.py), as training does.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -45,8 +46,10 @@ print(json.dumps([result.time_breakdown["seconds"]["update"], result.updates]))
 
 
 def _update_phase(setting: str, precision: str, total: int) -> tuple[float, int]:
+    # glibc's own defaults in the "default malloc" rows: no malloc settings inherited from the environment
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     out = subprocess.run([sys.executable, "-c", TRAIN, setting, precision, str(total)], capture_output=True, text=True,
-                         check=True)
+                         check=True, env=env)
     seconds, updates = json.loads(out.stdout.strip().splitlines()[-1])
     return seconds, updates
 
