@@ -78,3 +78,9 @@ def test_runs_record_the_setting_and_the_switch_leaves_malloc_alone(tmp_path, ti
     saved = json.loads((tmp_path / "off" / "result.json").read_text())
     assert saved["host_memory"] == "unchanged (--no-keep-freed-memory)"
     assert json.loads((tmp_path / "off" / "config.json").read_text())["keep_freed_memory"] is False
+
+    # a resume may switch it (it does not touch the algorithm): the "on" run continued with it off
+    train(tiny_config(resume=str(tmp_path / "on"), total_steps=150, keep_freed_memory=False))
+    assert calls == [1]
+    assert json.loads((tmp_path / "on" / "result.json").read_text())["host_memory"].startswith("unchanged")
+    assert json.loads((tmp_path / "on" / "config.json").read_text())["keep_freed_memory"] is False
