@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from dacer2.algo.precision import host_description
+from dacer2.train.provenance import code_version
 from dacer2.train.checkpoint import publish_copy
 from dacer2.config import TrainConfig
 from dacer2.analysis.evaluation import evaluate
@@ -71,6 +72,7 @@ class TrainResult:
     host: str = ""  # the CPU or GPU that ran the run's last stretch (wall times compare only within one host)
     cuda_graphs: str = "off"  # whether the updates were replayed CUDA graphs: on, off, or off after a failed capture
     host_memory: str = ""  # whether glibc malloc was told to keep freed memory (--keep-freed-memory)
+    code: str = ""  # the package version and git commit that ran the run's last stretch
 
 
 def step_vector_env(envs: gym.vector.VectorEnv, action: np.ndarray):
@@ -319,6 +321,7 @@ def _finish(run: TrainingRun, loop: LoopState) -> TrainResult:
         host=host_description(run.agent.device),
         cuda_graphs=run.learner.describe(),
         host_memory=run.host_memory,
+        code=code_version(),
     )
     (run.run_dir / "result.json").write_text(
         json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}, indent=2)

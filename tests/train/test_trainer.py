@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import dacer2
 from dacer2.train.checkpoint import load_checkpoint
 from dacer2.envs import EnvError, make_vector_env
 from dacer2.train.trainer import step_vector_env, train
@@ -70,6 +71,7 @@ def test_train_writes_run_directory(tmp_path, tiny_config):
     times = saved["time_breakdown"]
     assert saved["host"].endswith(f"torch {torch.__version__}") and "cores" in saved["host"]  # what timed it
     assert saved["cuda_graphs"] == "off" and config["cuda_graphs"] == "off"  # auto on a CPU
+    assert saved["code"].startswith(f"dacer2 {dacer2.__version__}")  # which code made it (test_provenance.py)
     seconds = times["seconds"]
     assert all(seconds[p] > 0 for p in ("update", "entropy", "act", "env", "replay", "eval", "log", "checkpoint"))
     assert abs(sum(seconds.values()) - times["total_s"]) < 0.01 * times["total_s"] + 1e-3
