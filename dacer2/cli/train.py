@@ -45,7 +45,7 @@ def train_main(argv: list[str] | None = None) -> int:
               f"(untrained policy: {result.eval_history[0][1]:.1f})")
     if result.time_breakdown:
         print(f"where the time went: {describe(result.time_breakdown)}")
-    print(f"GEMM precision: {result.precision}; CUDA graphs: {result.cuda_graphs}")
+    print(f"GEMM precision: {result.precision}; CUDA graphs: {result.cuda_graphs}; code: {result.code}")
     return 0
 
 
