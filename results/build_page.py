@@ -260,12 +260,35 @@ def missing_rows() -> list[str]:
     return lines + [""]
 
 
+NOT_RECORDED = "not recorded"
+
+
+def provenance_section() -> list[str]:
+    """Each locomotion row's wall time per run and the host and code its result.json names (runs made before
+    result.json recorded them say so: their hosts are in the hand-written text)."""
+    lines = ["### Where the runs ran and how long they took", "",
+             "Wall time of each run in minutes (in seed order), and the host and code its `result.json` names; runs "
+             f"made before `result.json` recorded them say \"{NOT_RECORDED}\" (the host from 7501ac5 on, the code "
+             "from f11ce44 on). Wall times compare only within one host.", "",
+             "| experiment | algorithm | minutes per seed | host | code |", "|---|---|---|---|---|"]
+    for experiment in EXPERIMENTS:
+        runs = sorted(finished_runs(experiment), key=lambda r: (r.algo, r.seed))
+        for algo in dict.fromkeys(r.algo for r in runs):
+            results = [json.loads((r.path / "result.json").read_text()) for r in runs if r.algo == algo]
+            minutes = ", ".join(f"{res['wall_time'] / 60:.0f}" if "wall_time" in res else "?" for res in results)
+            hosts = "; ".join(dict.fromkeys(res.get("host") or NOT_RECORDED for res in results))
+            codes = "; ".join(dict.fromkeys(res.get("code") or NOT_RECORDED for res in results))
+            lines.append(f"| {experiment.title} | {algo} | {minutes} | {hosts} | {codes} |")
+    return lines + [""]
+
+
 def generated_block() -> str:
     lines = [BEGIN, ""]
     for experiment in EXPERIMENTS:
         lines += experiment_section(experiment)
     lines += cost_section()
     lines += few_steps_section()
+    lines += provenance_section()
     lines += missing_rows()
     return "\n".join(lines + [END])
 

@@ -243,3 +243,17 @@ def test_bf16_parity_table_pairs_the_quick_start_seeds(page_builder):
     assert "| 1 | 1000 | not run | 14,000 | - |" in text
     assert "bf16 runs recorded precision: bf16." in text
     assert "Missing bf16 seeds 1 2 3 4:" in text
+
+
+def test_provenance_table_names_what_each_result_json_recorded(page_builder):
+    runs = page_builder.RESULTS / "hopper-100k" / "runs"
+    for seed, extra in enumerate([{}, {"host": "CPU X (family 1 model 2)", "code": "dacer2 0.1.0, git abc1234"},
+                                  {"host": "CPU X (family 1 model 2)", "code": "dacer2 0.1.0, git abc1234"}]):
+        run = finished_run(runs, "dacer2", seed, [10, 20, 30])
+        (run / "result.json").write_text(json.dumps({"env_steps": 30_000, "wall_time": 600.0 * (seed + 1), **extra}))
+    assert page_builder.main() == 0
+    text = page_builder.PAGE.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| Hopper-v5, 100k env steps | dacer2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # seed order; a host or code that a run did not record is said so, and repeated values are named once
+    assert cells[2:] == ["10, 20, 30", "not recorded; CPU X (family 1 model 2)", "not recorded; dacer2 0.1.0, git abc1234"]
