@@ -5,8 +5,8 @@ chain is 1.3 MB). With glibc's default malloc settings, freed blocks above its a
 kernel (munmap, or a trim of the heap's top), so the next update's allocations are fresh pages and the first write
 to each page is a page fault: at HalfCheetah dims (T = 5, batch 256) 1,000-5,000 faults on every policy update,
 against none once the blocks are kept (tests/train/test_host_memory.py). What that costs depends on what the process
-allocated before; in a plain `dacer2-train` run it was 7-9% of the fp32 update phase and within the noise of the bf16 one on
-a 2-core AMD EPYC (benchmarks/test_bench_host_memory.py, docs/performance.md "Host memory").
+allocated before; in a plain `dacer2-train` run it was 6-9% of the fp32 update phase and within the noise of the
+bf16 one on a 2-core AMD EPYC (benchmarks/test_bench_host_memory.py, docs/performance.md "Host memory").
 
 The settings: serve every block up to glibc's largest mmap threshold (32 MiB) from the heap, and return the heap's
 free top to the kernel only above 1 GiB. Peak resident memory stays what it was: the same blocks are reused, only
