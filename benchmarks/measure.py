@@ -8,8 +8,6 @@ same run are compared (report.py).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import platform
 import re
@@ -22,7 +20,7 @@ import pytest
 import torch
 
 from dacer2.algo.precision import BF16_FLAGS, cpuinfo_field, cpu_flags
-from dacer2.train.host_memory import keep_freed_memory
+from dacer2.train.host_memory import M_MMAP_THRESHOLD, glibc, keep_freed_memory
 from flops import op_flops
 from grid import Case, build_agent, random_batch
 
@@ -39,22 +37,6 @@ DERIVED = pytest.StashKey[list]()
 # --------------------------------------------------------------------------------------------------------------
 # Peak memory.
 # --------------------------------------------------------------------------------------------------------------
-_M_MMAP_THRESHOLD = -3
-_libc = None
-
-
-def _glibc():
-    global _libc
-    if _libc is None:
-        try:
-            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            lib.mallopt  # noqa: B018  (AttributeError off glibc)
-            _libc = lib
-        except (OSError, AttributeError):
-            _libc = False
-    return _libc or None
-
-
 def _status_kb(key: str) -> int:
     with open("/proc/self/status") as f:
         return int(re.search(rf"^{key}:\s+(\d+)", f.read(), re.M).group(1))
@@ -83,12 +65,12 @@ def peak_memory_mb(fn: Callable[[], object], device: str) -> tuple[float | None,
             f.write("5")
     except OSError as err:
         return None, f"peak RSS unavailable ({err})"
-    libc = _glibc()
+    libc = glibc()
     if libc:
         # Return the heap's free pages first: blocks the timed rounds left in glibc's bins are resident, and
         # reusing them would not show up in RSS at all.
         libc.malloc_trim(0)
-        libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
+        libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
     try:
         before = _status_kb("VmRSS")
         fn()

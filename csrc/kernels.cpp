@@ -63,11 +63,6 @@ static inline void matvec_axpy(const T* __restrict in, int64_t K, const T* __res
 // inputs already rounded to bf16: what a bf16 GEMM with fp32 accumulation and a bf16 product computes, with half
 // the weight bytes of the fp32 form to stream. Weights are read as 32-bit words of two columns each: the high
 // column is the word with its low half cleared, the low column the word shifted up, one instruction each.
-static inline float bits_to_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 static inline void matvec_bf16(const float* __restrict in, int64_t K, const uint16_t* __restrict w_t,
                                const float* __restrict bias, int64_t N, float* __restrict out) {
   constexpr int64_t JB = 64, WB = JB / 2;

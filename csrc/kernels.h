@@ -44,12 +44,12 @@ template <typename T>
 void fill_normal(uint64_t seed, uint64_t offset, int64_t begin, int64_t end, T* out);
 
 // ---- bfloat16 as raw bits: widening is a shift; rounding is to nearest even (as c10::BFloat16 rounds) ---------
-inline float bf16_to_float(uint16_t bits) {
-  const uint32_t u = static_cast<uint32_t>(bits) << 16;
+inline float bits_to_float(uint32_t u) {
   float f;
   std::memcpy(&f, &u, sizeof f);
   return f;
 }
+inline float bf16_to_float(uint16_t bits) { return bits_to_float(static_cast<uint32_t>(bits) << 16); }
 inline float round_bf16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, sizeof u);

@@ -16,15 +16,18 @@ no longer handed back and faulted in again. Other allocators (macOS, musl, jemal
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
+M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
+M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit (HEAP_MAX_SIZE / 2)
 TRIM_THRESHOLD = 2**30
 
 
-def _glibc():
+@functools.lru_cache(maxsize=None)
+def glibc() -> ctypes.CDLL | None:
+    """The process's glibc (for mallopt and malloc_trim), or None under another C library or OS."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -39,11 +42,11 @@ def keep_freed_memory() -> str:
     """Set glibc malloc's thresholds so freed blocks stay in the process; idempotent, process-wide.
 
     Returns one line saying what was done, for the run's records."""
-    libc = _glibc()
+    libc = glibc()
     if libc is None:
         return "unchanged (not glibc malloc)"
     # mallopt returns 1 on success; setting either threshold also turns off glibc's adaptive adjustment of both,
     # which is why both are set.
-    if libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1 or libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
+    if libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1 or libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
         return "unchanged (glibc refused the thresholds)"
     return "glibc malloc keeps freed blocks (mmap threshold 32 MiB, trim threshold 1 GiB)"

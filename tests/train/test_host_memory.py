@@ -13,10 +13,10 @@ import sys
 import pytest
 
 from dacer2.train import training_run
-from dacer2.train.host_memory import _glibc, keep_freed_memory
+from dacer2.train.host_memory import glibc, keep_freed_memory
 from dacer2.train.trainer import train
 
-needs_glibc = pytest.mark.skipif(_glibc() is None, reason="the setting exists only for glibc's malloc (Linux)")
+needs_glibc = pytest.mark.skipif(glibc() is None, reason="the setting exists only for glibc's malloc (Linux)")
 
 # Minor page faults per update of a HalfCheetah-sized agent (obs 17, action 6, T = 5, B = 256), after warm-up.
 FAULTS_PER_UPDATE = """
