@@ -29,6 +29,19 @@ ALGO_PRESETS: dict[str, dict] = {
 ALGO_FORCED: dict[str, dict] = {"gaussian": dict(eta=0.0, backend="reference")}
 Algo = Literal[tuple(ALGO_PRESETS)]  # type: ignore[valid-type]  # the CLI's choices are the preset dict's keys
 
+# Training protocols (algorithm.md §5). An "iteration" steps every training env once, then makes the updates.
+# sac: the common SAC protocol, 1 env and 1 update per env step, so iterations = env steps = updates.
+# papers: what the DACER code runs and both papers plot (20 envs stepped per iteration, 1 update per iteration,
+# 1.5M iterations = 30M env steps). The warm-up stays the env preset's, counted in transitions as the DACER code
+# counts it (30k, 200k for Humanoid/HalfCheetah: 1,500 and 10,000 iterations). The DACER code evaluates 20 times per
+# run; we evaluate every 2,500 iterations so that runs shorter than the papers' still draw a curve.
+# Budgets and evaluation periods are in iterations here and become env steps (x num_envs) when resolved.
+PROTOCOLS: dict[str, dict] = {
+    "sac": dict(num_envs=1, updates_per_step=1, eval_every_iterations=2_000),
+    "papers": dict(num_envs=20, updates_per_step=1, total_iterations=1_500_000, eval_every_iterations=2_500),
+}
+Protocol = Literal[tuple(PROTOCOLS)]  # type: ignore[valid-type]
+
 # Environment presets by env family (the id without its version: "Humanoid" never catches "HumanoidStandup").
 # noise_scale, learning_starts, the rates and the network sizes are the papers'; eta is ours: the paper uses 1.0
 # or 0.01 per task group without saying which task is which, so these are provisional until our own sweeps settle
@@ -84,15 +97,22 @@ class TrainConfig:
     """Algorithm preset: dacer2 (T=5, Q-gradient loss, temporal weight), dacer (T=20, no Q-gradient loss), an
     ablation (dacer2-no-weight: w(t)=1; dacer2-no-qgrad: eta=0), or gaussian (the SAC-style baseline: the same
     critics, entropy regulator and loop with a diagonal Gaussian policy head instead of the chain)."""
+    protocol: Protocol = "sac"
+    """How env steps and updates interleave. An iteration steps all --num-envs training envs once, then makes
+    --updates-per-step updates. sac: 1 env, 1 update per iteration (iterations = env steps = updates; budget: the
+    env preset). papers: the DACER/DACER2 papers' protocol, 20 envs and 1 update per iteration for 1.5M iterations
+    (30M env steps), evaluated every 2,500 iterations. Each value it sets can still be overridden, --total-steps
+    included (100k iterations of papers = --total-steps 2000000)."""
     total_steps: Optional[int] = None
-    """Environment steps to train for, summed over the parallel envs (default: the env preset, 1M for MuJoCo
-    locomotion, a few minutes' worth for the quick-start InvertedPendulum-v5)."""
+    """Environment steps to train for, summed over the parallel envs, so iterations = this / --num-envs (default:
+    papers protocol 30M; sac protocol the env preset, 1M for MuJoCo locomotion, a few minutes' worth for the
+    quick-start InvertedPendulum-v5)."""
     seed: int = 0
     """Seed for the networks, the noise, the replay sampling and the environments."""
-    num_envs: int = 1
-    """Parallel training environments; each iteration steps all of them once (the papers use 20)."""
-    updates_per_step: int = 1
-    """Gradient updates per iteration (one step of all --num-envs envs)."""
+    num_envs: Optional[int] = None
+    """Parallel training environments; each iteration steps all of them once (default: 1; papers protocol: 20)."""
+    updates_per_step: Optional[int] = None
+    """Gradient updates per iteration (one step of all --num-envs envs; default 1, as both protocols)."""
     vector_env: Literal["sync", "async"] = "sync"
     """How the --num-envs training envs step: sync, one after another in this process; or async, each in its own
     worker process, stepping while this process makes the iteration's updates (so an iteration's updates see the
@@ -101,8 +121,9 @@ class TrainConfig:
     """Where networks, replay buffer and updates live: auto picks cuda when available."""
     run_dir: Optional[str] = None
     """Where to write config, metrics, TensorBoard events and checkpoints; default runs/<env>__<algo>__<seed>__<time>."""
-    eval_every: int = 2_000
-    """Evaluate the deterministic policy every this many environment steps (and at the end)."""
+    eval_every: Optional[int] = None
+    """Evaluate the deterministic policy every this many environment steps, and at the start and the end (default:
+    every 2,000 iterations with the sac protocol, every 2,500 with papers, i.e. 50,000 env steps at 20 envs)."""
     eval_episodes: int = 10
     """Episodes per evaluation, run on separate environments."""
     learning_starts: Optional[int] = None
@@ -220,8 +241,9 @@ class TrainConfig:
         env = env_preset(self.env_id)
         cfg = dataclasses.replace(self)
         for name, value in {**env, **algo}.items():
-            if name != "learning_starts" and getattr(cfg, name) is None:
+            if name not in ("learning_starts", "total_steps") and getattr(cfg, name) is None:
                 setattr(cfg, name, value)
+        _apply_protocol(cfg, env["total_steps"])
         for name, value in ALGO_FORCED.get(cfg.algo, {}).items():
             setattr(cfg, name, value)
         if cfg.target_every is None:  # the papers move the targets with the policy
@@ -249,12 +271,14 @@ class TrainConfig:
         checks = [
             (self.total_steps is None or self.total_steps > 0, f"--total-steps must be positive, got {self.total_steps}"),
             (self.checkpoint_every > 0 and self.keep_checkpoints > 0, "--checkpoint-every and --keep-checkpoints must be positive"),
-            (self.num_envs > 0, f"--num-envs must be positive, got {self.num_envs}"),
-            (self.updates_per_step >= 0, f"--updates-per-step must be >= 0, got {self.updates_per_step}"),
+            (self.num_envs is None or self.num_envs > 0, f"--num-envs must be positive, got {self.num_envs}"),
+            (self.updates_per_step is None or self.updates_per_step >= 0,
+             f"--updates-per-step must be >= 0, got {self.updates_per_step}"),
             (self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}"),
             (self.buffer_size >= self.batch_size, f"--buffer-size ({self.buffer_size}) is smaller than --batch-size ({self.batch_size})"),
             (self.diffusion_steps is None or self.diffusion_steps >= 1, f"--diffusion-steps must be >= 1, got {self.diffusion_steps}"),
-            (self.eval_every > 0 and self.log_every > 0, "--eval-every and --log-every must be positive"),
+            ((self.eval_every is None or self.eval_every > 0) and self.log_every > 0,
+             "--eval-every and --log-every must be positive"),
             (self.eval_episodes >= 0, f"--eval-episodes must be >= 0, got {self.eval_episodes}"),
             (self.delay >= 1, f"--delay must be >= 1, got {self.delay}"),
             (self.target_every is None or self.target_every >= 1, f"--target-every must be >= 1, got {self.target_every}"),
@@ -282,6 +306,26 @@ class TrainConfig:
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+def _apply_protocol(cfg: TrainConfig, env_total_steps: int) -> None:
+    """Fill the loop's shape from --protocol where the user left it unset: envs, updates, budget, evaluation period
+    (the protocol's iteration counts become env steps at the resolved number of envs)."""
+    protocol = PROTOCOLS[cfg.protocol]
+    if cfg.num_envs is None:
+        cfg.num_envs = protocol["num_envs"]
+    if cfg.updates_per_step is None:
+        cfg.updates_per_step = protocol["updates_per_step"]
+    if cfg.total_steps is None:
+        iterations = protocol.get("total_iterations")
+        cfg.total_steps = env_total_steps if iterations is None else iterations * max(cfg.num_envs, 1)
+    if cfg.eval_every is None:
+        cfg.eval_every = protocol["eval_every_iterations"] * max(cfg.num_envs, 1)
+
+
+def iterations(env_steps: int, num_envs: int) -> int:
+    """Iterations a run has made after `env_steps` (each steps all num_envs envs once)."""
+    return -(-env_steps // num_envs)
 
 
 def check_presets(algo_presets: dict[str, dict], env_presets: dict[str, dict], forced: dict[str, dict]) -> None:

@@ -82,3 +82,36 @@ def test_algo_choices_are_the_preset_dict():
     from dacer2.config import ALGO_PRESETS, Algo
 
     assert typing.get_args(Algo) == tuple(ALGO_PRESETS)
+
+
+def test_papers_protocol_sets_envs_updates_budget_and_eval_period():
+    papers = TrainConfig(protocol="papers", env_id="HalfCheetah-v5").resolved()
+    assert (papers.num_envs, papers.updates_per_step) == (20, 1)
+    assert papers.total_steps == 1_500_000 * 20  # 1.5M iterations, 30M env steps
+    assert papers.eval_every == 2_500 * 20
+    assert papers.learning_starts == 200_000  # the warm-up counts transitions, as the DACER code does
+    sac = TrainConfig(env_id="HalfCheetah-v5").resolved()
+    assert (sac.protocol, sac.num_envs, sac.updates_per_step, sac.total_steps, sac.eval_every) == (
+        "sac", 1, 1, 1_000_000, 2_000)
+
+
+def test_papers_protocol_values_stay_overridable():
+    cfg = TrainConfig(protocol="papers", env_id="Walker2d-v5", total_steps=2_000_000, num_envs=10,
+                      eval_every=1_000).resolved()
+    assert (cfg.total_steps, cfg.num_envs, cfg.eval_every) == (2_000_000, 10, 1_000)
+    # A budget left to the protocol is counted in iterations, so it follows --num-envs.
+    assert TrainConfig(protocol="papers", num_envs=4).resolved().total_steps == 1_500_000 * 4
+    assert TrainConfig(protocol="papers", num_envs=4).resolved().eval_every == 2_500 * 4
+    # The resolved config records the protocol, and config.json round-trips it.
+    import json
+
+    assert json.loads(cfg.to_json())["protocol"] == "papers"
+    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_iterations_count_steps_of_all_envs():
+    from dacer2.config import iterations
+
+    assert iterations(2_000_000, 20) == 100_000
+    assert iterations(21, 20) == 2  # a budget that is not a multiple of the envs ends after the iteration that crosses it
+    assert iterations(5, 1) == 5

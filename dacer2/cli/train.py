@@ -37,7 +37,7 @@ def train_main(argv: list[str] | None = None) -> int:
         return 130
     print(
         f"final eval return {result.final_eval_mean:.1f} +- {result.final_eval_std:.1f} "
-        f"after {result.env_steps} env steps, {result.updates} updates, {result.wall_time:.0f} s; run dir: {result.run_dir}"
+        f"after {result.env_steps} env steps ({result.iterations} iterations), {result.updates} updates, {result.wall_time:.0f} s; run dir: {result.run_dir}"
     )
     if result.eval_history:
         best_steps, best_mean, best_std = max(result.eval_history, key=lambda e: e[1])

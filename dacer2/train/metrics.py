@@ -7,18 +7,21 @@ import csv
 import math
 from pathlib import Path
 
+from dacer2.config import iterations
+
+# iterations = env_steps / num_envs: the papers' x-axis (one step of all training envs + its updates).
 CSV_COLUMNS = (
-    "env_steps", "updates", "wall_time", "sps",
+    "env_steps", "iterations", "updates", "wall_time", "sps",
     "episodic_return", "episode_length", "eval_return_mean", "eval_return_std",
     "critic_loss", "policy_loss_q", "policy_loss_g", "alpha", "entropy", "q_mean", "q_sigma",
 )
 
 
 class MetricsWriter:
-    def __init__(self, run_dir: Path, tensorboard: bool = True, keep_until_step: int | None = None):
+    def __init__(self, run_dir: Path, tensorboard: bool = True, keep_until_step: int | None = None, num_envs: int = 1):
         self.csv_path = run_dir / "metrics.csv"
         if keep_until_step is not None and self.csv_path.exists():
-            _drop_rows_after(self.csv_path, keep_until_step)
+            _drop_rows_after(self.csv_path, keep_until_step, num_envs)  # also brings an older file's columns up to date
         new_file = not self.csv_path.exists()
         self._file = open(self.csv_path, "a", newline="")
         self._csv = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
@@ -48,15 +51,19 @@ class MetricsWriter:
             self._tb.close()
 
 
-def _drop_rows_after(csv_path: Path, env_steps: int) -> None:
+def _drop_rows_after(csv_path: Path, env_steps: int, num_envs: int) -> None:
     """Rewrite the CSV (atomically) without the rows logged after `env_steps`."""
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
-        columns = reader.fieldnames or list(CSV_COLUMNS)
         kept = [row for row in reader if float(row["env_steps"]) <= env_steps]
+    for row in kept:  # a file written before the iterations column existed
+        if not row.get("iterations"):
+            row["iterations"] = iterations(int(float(row["env_steps"])), num_envs)
     tmp = csv_path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        # Today's columns: rows appended after a resume line up with the header even where an older dacer2 wrote
+        # the file (a column it lacked stays empty in its rows).
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(kept)
     tmp.replace(csv_path)
@@ -67,6 +74,6 @@ def _tb_group(key: str) -> str:
         return "eval"
     if key in ("episodic_return", "episode_length"):
         return "rollout"
-    if key in ("sps", "wall_time", "updates"):
+    if key in ("sps", "wall_time", "updates", "iterations"):
         return "time"
     return "train"

@@ -28,7 +28,7 @@ import torch
 from dacer2.algo.precision import host_description
 from dacer2.train.provenance import code_version
 from dacer2.train.checkpoint import publish_copy
-from dacer2.config import TrainConfig
+from dacer2.config import TrainConfig, iterations
 from dacer2.analysis.evaluation import evaluate
 from dacer2.train.loop_state import LoopState
 from dacer2.train.resume import RESUME_OVERRIDABLE, ResumePoint, checkpoint_payload, load_resume, restore
@@ -60,6 +60,7 @@ class NonFiniteError(RuntimeError):
 class TrainResult:
     run_dir: Path
     env_steps: int
+    iterations: int  # steps of all training envs (env_steps / num_envs)
     updates: int
     wall_time: float
     final_eval_mean: float
@@ -251,6 +252,7 @@ def _log(run: TrainingRun, loop: LoopState, with_eval: bool) -> None:
     recent_returns, recent_lengths = loop.recent_returns, loop.recent_lengths
     row = {
         "env_steps": loop.env_steps,
+        "iterations": iterations(loop.env_steps, run.cfg.num_envs),
         "updates": run.agent.num_updates,
         "wall_time": now - loop.clock_origin,
         "sps": (loop.env_steps - loop.last_log_steps) / max(now - loop.last_log_time, 1e-9),
@@ -310,6 +312,7 @@ def _finish(run: TrainingRun, loop: LoopState) -> TrainResult:
     result = TrainResult(
         run_dir=run.run_dir,
         env_steps=loop.env_steps,
+        iterations=iterations(loop.env_steps, run.cfg.num_envs),
         updates=run.agent.num_updates,
         wall_time=loop.elapsed(),
         final_eval_mean=final_mean,

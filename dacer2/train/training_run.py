@@ -82,7 +82,8 @@ class TrainingRun:
 
     def open_logs(self, env_steps: int, resumed: bool) -> None:
         # A resumed run drops the rows logged after its checkpoint: they are about to be logged again.
-        self.writer = MetricsWriter(self.run_dir, keep_until_step=env_steps if resumed else None)
+        self.writer = MetricsWriter(self.run_dir, keep_until_step=env_steps if resumed else None,
+                                    num_envs=self.cfg.num_envs)
         # A terminal gets a lively bar; a log file gets a line every 30 s instead of thousands of redraws.
         self.progress = tqdm(
             total=self.cfg.total_steps, initial=env_steps, disable=not self.cfg.progress, unit="step",

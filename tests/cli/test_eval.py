@@ -1,6 +1,7 @@
 """dacer2-eval on a tiny checkpoint trained in the test: returns, final-return metric, multi-goal coverage and
 trajectory figure, video, and one-line errors."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -42,8 +43,8 @@ def test_eval_multigoal_reports_and_plots(run_dir, tmp_path, capsys):
         goals = report["multigoal"][mode]
         assert goals["total"] == 12 and sum(goals["counts"].values()) + goals["none"] == 12
     # The run evaluated every 100 steps; the last 10% of 300 steps holds only the evaluation at 300.
-    metrics_rows = [line.split(",") for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]]
-    last_eval = [float(r[6]) for r in metrics_rows if r[6]][-1]
+    with open(run_dir / "metrics.csv", newline="") as f:
+        last_eval = [float(r["eval_return_mean"]) for r in csv.DictReader(f) if r["eval_return_mean"]][-1]
     assert report["final_return"] == pytest.approx(last_eval)
 
     import matplotlib.image as mpimg

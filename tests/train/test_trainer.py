@@ -1,3 +1,4 @@
+import csv
 import json
 
 import numpy as np
@@ -62,6 +63,11 @@ def test_train_writes_run_directory(tmp_path, tiny_config):
     header = rows[0].split(",")
     assert {"env_steps", "eval_return_mean", "critic_loss", "alpha", "entropy", "sps"} <= set(header)
     assert len(rows) >= 4
+    # Curves of multi-env runs are indexed by iteration (one step of both envs), env steps beside it.
+    with open(run / "metrics.csv", newline="") as f:
+        steps_and_iterations = [(int(r["env_steps"]), int(r["iterations"])) for r in csv.DictReader(f)]
+    assert steps_and_iterations[-1] == (300, 150) and all(s == 2 * i for s, i in steps_and_iterations)
+    assert result.iterations == 150 and json.loads((run / "result.json").read_text())["iterations"] == 150
     assert [e[0] for e in result.eval_history] == [0, 150, 300]  # the untrained policy first
     assert list(run.glob("events.out.tfevents.*")), "no TensorBoard events"
     state = load_checkpoint(run / "checkpoints" / "final.pt")
