@@ -68,8 +68,18 @@ def group_runs(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
     return groups
 
 
+def legend_title(seed_counts: list[int], band: Band) -> str:
+    """What a panel's legend says about its curves: the band only where one is drawn (two or more seeds); a curve
+    of one seed is that seed's evaluations, with no band and no interval claimed."""
+    if max(seed_counts) < 2:
+        return "one seed per curve: no band"
+    title = f"mean over seeds; {BAND_LABELS[band]}"
+    return title + ("; n=1: no band" if min(seed_counts) < 2 else "")
+
+
 def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None = None,
-                         ylim: tuple[float, float] | None = None, band: Band = "ci95") -> None:
+                         ylim: tuple[float, float] | None = None, band: Band = "ci95"):
+    """Draw and save the figure; returns it (closed: for reading its axes, not for showing)."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: files only, never a window
@@ -83,8 +93,10 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 3.6 * rows), squeeze=False)
     for ax, (env_id, by_algo) in zip(axes.flat, groups.items()):
+        seed_counts = []
         for algo, algo_runs in by_algo.items():
             curve = aggregate(algo_runs, band)
+            seed_counts.append(curve.num_runs)
             label = f"{algo} (n={curve.num_runs})"
             ax.plot(curve.steps, curve.mean, color=colors[algo], label=label, linewidth=1.8)
             if curve.num_runs > 1:
@@ -95,7 +107,7 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
         ax.grid(alpha=0.3)
         if ylim is not None:
             ax.set_ylim(*ylim)
-        ax.legend(fontsize=8, loc="best", title=f"mean over seeds; {BAND_LABELS[band]}", title_fontsize=8)
+        ax.legend(fontsize=8, loc="best", title=legend_title(seed_counts, band), title_fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     if title:
@@ -105,6 +117,7 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------------------

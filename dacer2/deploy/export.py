@@ -21,6 +21,9 @@ dacer2/cli/export.py.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,12 +73,40 @@ def export_onnx(policy, path: str | Path) -> tuple[Path, UnrolledPolicy]:
     batch = torch.export.Dim("batch", min=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        program = torch.onnx.export(module, example, dynamo=True, opset_version=ONNX_OPSET,
+    with torch.no_grad(), _quiet_exporter():
+        program = torch.onnx.export(module, example, dynamo=True, opset_version=ONNX_OPSET, verbose=False,
                                     input_names=["obs", "noise"], output_names=["action"],
                                     dynamic_shapes={"obs": {0: batch}, "noise": {1: batch}})
-    program.save(str(path))
+        program.save(str(path))
     return path, module
+
+
+# What torch.onnx's exporter says on every export of this module that tells its user nothing: its registry skipping
+# torchvision's ops (logged), torch.export's own use of a deprecated pytree API, and the note that obs and noise
+# share the batch Dim (as they are meant to). Real failures still raise; other warnings still show.
+_EXPORTER_NOISE = (
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+    (UserWarning, r"# The axis name: .* will not be used, since it shares the same shape constraints"),
+)
+_EXPORTER_LOGGERS = ("torch.onnx._internal.exporter._registration",)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the known exporter noise above for the duration of one export (verbose=False ends its progress
+    lines): dacer2-export prints its one result line, not a page of torch internals."""
+    loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        for category, message in _EXPORTER_NOISE:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def check_with_onnxruntime(module: UnrolledPolicy, path: Path, batch: int = 3, seed: int = 0) -> float:

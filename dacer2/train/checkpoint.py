@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import secrets
 import shutil
-import tempfile
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,25 @@ class CheckpointError(ValueError):
     """A checkpoint could not be read or does not fit what it is being loaded into."""
 
 
+def _new_temp_file(path: Path) -> tuple[int, str]:
+    """A new, uniquely named file beside `path`, opened for writing. Unlike tempfile.mkstemp (always 0600) it gets
+    the mode open() gives any new file, 0666 less the umask, so the step checkpoints have the same permissions as
+    the final.pt copied from one."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format_version": FORMAT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    fd, tmp = _new_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
@@ -55,26 +70,49 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
 def publish_copy(source: Path, destination: Path) -> Path:
     """Copy a finished checkpoint under a stable name, atomically (a reader never sees half a file)."""
     tmp = destination.with_name(destination.name + ".tmp")
+    tmp.unlink(missing_ok=True)  # a leftover of a crash would keep its own mode; a new file gets the usual one
     shutil.copyfile(source, tmp)
     os.replace(tmp, destination)
     return destination
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+_NOT_TORCH = "{path} is not a torch checkpoint (not a zip or pickle file; perhaps corrupt or truncated)"
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether the file starts as torch.save writes: a zip archive, or (the legacy format) a pickle's PROTO 2-5."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", lazy: bool = False) -> dict:
+    """The checkpoint's payload. `lazy` maps the file into memory instead of reading it (CPU tensors): what the
+    caller never touches, such as a saved replay buffer when only the policy is wanted, is never read from disk."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            payload = torch.load(path, map_location=map_location, weights_only=True)
+            if lazy:
+                payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            else:
+                payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:  # the weights-only unpickler met something that is not data
         found = re.search(r"GLOBAL (\S+)", str(exc))
+        if not found and not _looks_like_torch_file(path):  # text or other bytes read as pickle opcodes
+            raise CheckpointError(_NOT_TORCH.format(path=path)) from None
         what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(
             f"refused to load {path}: it holds Python objects{what}, not just tensors and arrays; dacer2 never "
             "unpickles code from a checkpoint. A checkpoint written by dacer2 itself never needs this"
         ) from None
     except Exception as exc:  # truncated or not a torch file: one clear line, not a pickle traceback
+        if not _looks_like_torch_file(path):
+            raise CheckpointError(_NOT_TORCH.format(path=path)) from None
         raise CheckpointError(f"{path} is not a readable dacer2 checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{path} is not a dacer2 checkpoint")
@@ -116,8 +154,13 @@ class CheckpointManager:
         problems = []
         for path in reversed(self.saved()):
             try:
-                return path, load_checkpoint(path, map_location)
+                payload = load_checkpoint(path, map_location)
             except CheckpointError as exc:
                 problems.append(str(exc))
+                continue
+            for problem in problems:  # a skipped newer checkpoint is news: the run goes back further than asked
+                print(f"dacer2: skipped a checkpoint that does not load ({problem}); using {path.name}",
+                      file=sys.stderr)
+            return path, payload
         detail = "; ".join(problems) if problems else "none found"
         raise CheckpointError(f"no usable checkpoint in {self.folder}: {detail}")

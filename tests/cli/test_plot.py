@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dacer2.cli.plot import plot_main
-from dacer2.analysis.plotting import aggregate, t975
+from dacer2.analysis.plotting import aggregate, plot_learning_curves, t975
 from dacer2.analysis.runs import final_return, load_run
 from tests.run_dirs import fake_run
 
@@ -89,3 +89,28 @@ def test_load_run_reads_eval_rows_only(tmp_path):
     run = load_run(fake_run(tmp_path, "r", "Hopper-v5", "dacer", 3, [1, 2, 3]))
     np.testing.assert_array_equal(run.eval_steps, [1000, 2000, 3000])
     assert run.seed == 3 and run.last_return == 3
+
+
+@pytest.mark.parametrize("band", ["ci95", "range"])
+def test_one_seed_draws_no_band_and_claims_none(tmp_path, band):
+    """One seed's curve is that seed's evaluations: no shaded band, and the legend names no interval."""
+    one = [load_run(fake_run(tmp_path, "s0", "Hopper-v5", "dacer2", 0, [10, 50, 90]))]
+    fig = plot_learning_curves(one, [tmp_path / "one.png"], band=band)
+    (ax,) = fig.axes
+    assert len(ax.collections) == 0  # fill_between draws a collection: none here
+    legend = ax.get_legend().get_title().get_text()
+    assert "95%" not in legend and "band:" not in legend and "no band" in legend
+    assert "95%" not in fig.get_suptitle() and "95%" not in ax.get_title()
+    assert (tmp_path / "one.png").stat().st_size > 1000
+
+
+def test_two_seeds_keep_the_band_and_say_which(tmp_path):
+    two = [load_run(fake_run(tmp_path, f"s{i}", "Hopper-v5", "dacer2", i, [10 + i, 50 + 3 * i, 90])) for i in (0, 1)]
+    one = [load_run(fake_run(tmp_path, "b0", "Hopper-v5", "dacer", 0, [5, 20, 40]))]
+    (ax,) = plot_learning_curves(two, [tmp_path / "two.png"]).axes
+    assert len(ax.collections) == 1
+    assert ax.get_legend().get_title().get_text() == "mean over seeds; band: 95% t-interval of the mean"
+    (ax,) = plot_learning_curves(two + one, [tmp_path / "mixed.png"]).axes  # the one-seed curve gets no band
+    assert len(ax.collections) == 1
+    assert ax.get_legend().get_title().get_text().endswith("95% t-interval of the mean; n=1: no band")
+

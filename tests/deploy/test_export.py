@@ -1,6 +1,9 @@
 """dacer2-export: the ONNX file, run by onnxruntime, returns the reference Policy's actions for the same noise rows
 (deterministic and exploring), keeps a dynamic batch, and refuses what it cannot export."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +12,9 @@ import dacer2
 from dacer2.cli.export import export_main
 from dacer2.deploy.export import export_onnx
 
-onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed (pip install dacer2[export])")
-pytest.importorskip("onnxscript", reason="the export extra is not installed (pip install dacer2[export])")
+EXTRA = "the export extra is not installed (make install-ray, or pip install --no-build-isolation -e '.[export]')"
+onnxruntime = pytest.importorskip("onnxruntime", reason=EXTRA)
+pytest.importorskip("onnxscript", reason=EXTRA)
 
 torch.set_num_threads(1)
 
@@ -75,3 +79,17 @@ def test_gaussian_policies_are_refused(tmp_path, tiny_config):
     with pytest.raises(ValueError, match="exports diffusion policies"):
         export_onnx(policy, tmp_path / "g.onnx")
     assert export_main([str(tmp_path / "missing"), "--out", str(tmp_path / "x.onnx")]) == 2
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["check", "no-check"])
+def test_the_command_prints_only_its_result_line(run_dir, tmp_path, check):
+    """No [torch.onnx] progress lines and no exporter warnings around the result (the check's outcome joins it)."""
+    out = tmp_path / "policy.onnx"
+    proc = subprocess.run([sys.executable, "-m", "dacer2.cli.export", str(run_dir), "--out", str(out),
+                           *([] if check else ["--no-check"])], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"wrote {out} (InvertedPendulum-v5"), proc.stdout
+    assert ("onnxruntime check: max |difference|" in lines[0]) == check
+    assert out.stat().st_size > 1000

@@ -83,3 +83,15 @@ def test_what_dacer2_writes_loads_without_unpickling_code(run_dir):
     payload = load_checkpoint(run_dir / "checkpoints" / "final.pt")
     assert payload["env_steps"] == 150 and "mjstate" in payload["envs"][0]  # MuJoCo state as a tensor, no pickle
     assert TrainConfig.from_dict(payload["config"]).env_id == "InvertedPendulum-v5"
+
+
+@pytest.mark.parametrize("content", ["model weights\n", '{"step": 200}\n', "x", "# notes\n", "hello world\n", ""])
+def test_a_file_that_is_no_torch_file_is_called_that_not_python_objects(tmp_path, content):
+    """A text (or empty) file named .pt is neither a zip archive nor a pickle: say so, not that it carries code."""
+    path = tmp_path / "final.pt"
+    path.write_text(content)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert message == f"{path} is not a torch checkpoint (not a zip or pickle file; perhaps corrupt or truncated)"
+    assert "Python objects" not in message and "refused" not in message
