@@ -14,6 +14,8 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
+from dacer2.config import Unset
+
 
 @dataclass
 class EvalConfig:
@@ -28,26 +30,39 @@ class EvalConfig:
     seed: int = 0
     """Seed of the evaluation envs and of the policy's noise."""
     device: str = "cpu"
-    """Torch device for the policy."""
+    """Torch device for the policy: cpu, cuda (cuda:N) or auto (cuda when torch sees one)."""
     backend: Literal["auto", "fused", "reference"] = "auto"
     """Inference backend: auto picks the fastest available (fused kernels where built)."""
-    torch_threads: Optional[int] = 1
+    torch_threads: Annotated[Optional[int], tyro.conf.arg(metavar="INT|None")] = 1
     """CPU threads for torch (None: torch's own choice)."""
-    video: Optional[str] = None
-    """Record one deterministic episode to this .gif (.mp4 needs imageio-ffmpeg); MuJoCo needs EGL or OSMesa."""
+    video: Unset[str] = None
+    """Record one deterministic episode to this .gif (.mp4 needs imageio-ffmpeg); MuJoCo needs EGL or OSMesa (default:
+no video)."""
     multigoal_rollouts: int = 100
     """Multi-goal task only: rollouts from (0, 0) per mode for the goal-coverage metric."""
     trajectories_per_start: int = 10
     """Multi-goal task only: rollouts per start point drawn in the trajectory figure."""
-    plot: Optional[str] = None
-    """Multi-goal task only: trajectory figure path (None: RUN_DIR/eval/multigoal_trajectories.png)."""
-    json_out: Optional[str] = None
-    """Also write every number printed here to this JSON file."""
+    plot: Unset[str] = None
+    """Multi-goal task only: trajectory figure path (default: RUN_DIR/eval/multigoal_trajectories.png)."""
+    json_out: Unset[str] = None
+    """Also write every number printed here to this JSON file (default: print them only)."""
 
 
 def _modes(mode: str) -> list[tuple[str, bool]]:
     """(name, deterministic flag) of each policy mode to evaluate, deterministic first."""
     return [(name, name == "deterministic") for name in ("deterministic", "stochastic") if mode in (name, "both")]
+
+
+def eval_device(name: str) -> str:
+    """--device checked as dacer2-train checks it, before any file is read: a CUDA request on a machine whose torch
+    sees no CUDA device is said as such, not as an unreadable checkpoint."""
+    from dacer2.train.training_run import resolve_device
+
+    try:
+        return str(resolve_device(name))
+    except ValueError as exc:
+        hint = "; use --device cpu" if name.startswith("cuda") and "--device cpu" not in str(exc) else ""
+        raise ValueError(f"{exc}{hint}") from None
 
 
 def run_eval(cfg: EvalConfig) -> dict:
@@ -65,7 +80,8 @@ def run_eval(cfg: EvalConfig) -> dict:
         from dacer2.analysis.video import check_video_path
 
         check_video_path(cfg.video)
-    policy = Policy.load(cfg.path, device=cfg.device, backend=cfg.backend, seed=cfg.seed)
+    device = eval_device(cfg.device)
+    policy = Policy.load(cfg.path, device=device, backend=cfg.backend, seed=cfg.seed)
     env_id = policy.info.env_id
     ckpt = policy.info.checkpoint
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
@@ -140,7 +156,7 @@ def multigoal_report(policy, cfg: EvalConfig, run_dir: Path) -> dict:
 
 
 def eval_main(argv: list[str] | None = None) -> int:
-    cfg = tyro.cli(EvalConfig, args=argv)
+    cfg = tyro.cli(EvalConfig, args=argv, prog="dacer2-eval")
     from dacer2.cli.train import USER_ERRORS
     from dacer2.analysis.video import RenderError
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import tyro
+
+from dacer2.config import Unset
 
 
 @dataclass
@@ -15,7 +17,9 @@ class PlotConfig:
     """Learning curves (eval return vs env steps; seeds averaged with a shaded band, one line per algorithm, one panel
     per env) and a final-return summary table for run directories."""
 
-    runs: Annotated[tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR...")] = ()
+    # Required (plot_main says so when none is given), but defaulted so that the error is that one clear line.
+    runs: Annotated[tuple[str, ...], tyro.conf.Positional,
+                    tyro.conf.arg(metavar="RUN_DIR...", help_behavior_hint="(required)")] = ()
     """Run directories, or folders searched recursively for them (a run directory holds config.json and metrics.csv)."""
     out_dir: str = "plots"
     """Folder for the figure and the tables."""
@@ -23,17 +27,17 @@ class PlotConfig:
     """Base file name: <name>.png/.svg, <name>_runs.csv, <name>_summary.csv, <name>.md."""
     formats: tuple[Literal["png", "svg", "pdf"], ...] = ("png",)
     """Figure formats to write."""
-    title: Optional[str] = None
-    """Figure title."""
-    ylim: Optional[tuple[float, float]] = None
-    """Y-axis range LOW HIGH for every panel (None: fit the data), e.g. to zoom past a very negative start."""
+    title: Unset[str] = None
+    """Figure title (default: none)."""
+    ylim: Annotated[Unset[tuple[float, float]], tyro.conf.arg(metavar="LOW HIGH")] = None
+    """Y-axis range LOW HIGH for every panel (default: fit the data), e.g. to zoom past a very negative start."""
     band: Literal["ci95", "range"] = "ci95"
-    """Shaded band around each mean curve: ci95, the 95% Student-t confidence interval of the mean over seeds; or
-    range, every seed's minimum to maximum (clearer with 2-3 seeds, where the t-interval is very wide)."""
+    """Shaded band around each mean curve: ci95, the 95% Student-t confidence interval of the mean over seeds; or range,
+every seed's minimum to maximum (clearer with 2-3 seeds, where the t-interval is very wide)."""
 
 
 def plot_main(argv: list[str] | None = None) -> int:
-    cfg = tyro.cli(PlotConfig, args=argv)
+    cfg = tyro.cli(PlotConfig, args=argv, prog="dacer2-plot")
     from dacer2.analysis.plotting import write_report
     from dacer2.analysis.runs import RunError, find_run_dirs, load_run
 

@@ -25,7 +25,8 @@ def trial_overrides(args: list[str]) -> dict:
 
 
 def sweep_main(argv: list[str] | None = None) -> int:
-    config, rest = tyro.cli(SweepConfig, args=argv, return_unknown_args=True)
+    config, rest = tyro.cli(SweepConfig, args=argv, return_unknown_args=True, prog="dacer2-sweep",
+                            config=(tyro.conf.DisallowNone,))  # --help: STR, not {None}|STR
     from dacer2.cli.train import USER_ERRORS
     from dacer2.train.sweep import run_sweep
 

@@ -2,7 +2,7 @@
 
 Each trial is one `train(config)` that writes a normal run directory under <sweep dir>/runs/, so dacer2-plot and
 dacer2-eval work on sweep output, and Tune sees every evaluation as it happens. Ray is an optional extra
-(`pip install dacer2[ray]`); only `run_sweep` imports it.
+(from a clone: `make install-ray`, or `pip install --no-build-isolation -e '.[ray]'`); only `run_sweep` imports it.
 
 The sweep directory is the sweep's identity. Running the same sweep into the same directory restores Tune's
 experiment (Tuner.restore): finished trials are kept; interrupted and failed ones start again and continue their
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from dacer2.config import Algo, TrainConfig
+from dacer2.config import Algo, TrainConfig, Unset
 from dacer2.analysis.runs import run_name
 
 SWEEP_AXES = ("algo", "env_id", "seed")
@@ -38,31 +38,31 @@ class SweepError(ValueError):
 @dataclass
 class SweepConfig:
     """Run the grid --algos x --env-ids x --seeds of dacer2-train runs on Ray Tune: a local Ray instance by default,
-    an existing cluster with --address. Every other option is a dacer2-train option applied to all trials (e.g.
-    --total-steps 20000 --eta 0.1; see dacer2-train --help). Re-running the same command continues the sweep:
-    finished trials are kept, interrupted or failed ones resume from their checkpoints."""
+    an existing cluster with --address. Every other option is a dacer2-train option applied to all trials (for
+    example --total-steps 20000 --eta 0.1; see dacer2-train --help). Re-running the same command continues the
+    sweep: finished trials are kept, interrupted or failed ones resume from their checkpoints."""
 
     algos: tuple[Algo, ...] = ("dacer2",)
     """Algorithm presets to compare: the diffusion presets (dacer2, dacer, dacer2-no-weight, dacer2-no-qgrad) and the
-    Gaussian SAC-style baseline (gaussian); see dacer2-train --help."""
+Gaussian SAC-style baseline (gaussian); see dacer2-train --help."""
     env_ids: tuple[str, ...] = ("InvertedPendulum-v5",)
     """Gymnasium task ids, e.g. Hopper-v5 Walker2d-v5 HalfCheetah-v5."""
     seeds: tuple[int, ...] = (0,)
     """Seeds; every (algo, env) pair runs once per seed."""
-    out_dir: Optional[str] = None
-    """Sweep directory: runs/ (one run directory per trial), tune/ (Tune's state), results.md/.png/.csv. Default:
-    sweeps/sweep-<hash of grid and options>, so the same command finds the same sweep. On a multi-node cluster it
-    must be storage every node sees (NFS or similar)."""
+    out_dir: Unset[str] = None
+    """Sweep directory: runs/ (one run directory per trial), tune/ (Tune's state), results.md/.png/.csv (default:
+sweeps/sweep-<hash of grid and options>, so the same command finds the same sweep). On a multi-node cluster it must be
+storage every node sees (NFS or similar)."""
     cpus_per_trial: float = 1.0
-    """CPUs Ray reserves per trial; each trial's torch uses this many threads (rounded up) unless
-    --torch-threads is given. Trials run concurrently as far as the cluster's CPUs allow."""
+    """CPUs Ray reserves per trial; each trial's torch uses this many threads (rounded up) unless --torch-threads is
+given. Trials run concurrently as far as the cluster's CPUs allow."""
     gpus_per_trial: float = 0.0
     """GPUs Ray reserves per trial; fractions pack several trials on one GPU (0.25: four per GPU)."""
-    address: Optional[str] = None
-    """Ray cluster to join (e.g. auto, or ray://head:10001). Default: start a local Ray instance on this machine."""
-    num_cpus: Optional[int] = None
+    address: Unset[str] = None
+    """Ray cluster to join (e.g. auto, or ray://head:10001; default: start a local Ray instance on this machine)."""
+    num_cpus: Unset[int] = None
     """CPUs the local Ray instance may use (default: all of this machine's); ignored with --address."""
-    max_concurrent_trials: Optional[int] = None
+    max_concurrent_trials: Unset[int] = None
     """Upper bound on trials running at once (default: as many as the resources allow)."""
     max_failures: int = 1
     """Times Tune restarts a failed trial within this sweep (each restart resumes from its checkpoint)."""
@@ -217,7 +217,8 @@ def run_sweep(config: SweepConfig, overrides: Optional[Mapping[str, Any]] = None
         import ray
         from ray import tune
     except ImportError:
-        raise SweepError("sweeps need Ray Tune: pip install 'dacer2[ray]'") from None
+        raise SweepError("sweeps need Ray Tune: install the ray extra from the dacer2 clone: make install-ray, or "
+                         "pip install --no-build-isolation -e '.[ray]'") from None
 
     out_dir = Path(config.out_dir or default_out_dir(spec)).resolve()  # Ray workers run in other directories
     restarting = claim_out_dir(out_dir, spec)

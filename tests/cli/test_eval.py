@@ -83,3 +83,13 @@ def test_help_documents_every_option():
     assert proc.returncode == 0
     for flag in ("--episodes", "--mode", "--video", "--multigoal-rollouts", "--plot", "--json-out"):
         assert flag in proc.stdout, flag
+
+
+def test_cuda_without_cuda_says_so_in_one_line(run_dir, capsys, monkeypatch):
+    """As dacer2-train: the missing CUDA device is the error, not an 'unreadable' checkpoint (exit code 2)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine, even where CUDA exists
+    assert eval_main([str(run_dir), "--device", "cuda", "--episodes", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [
+        "dacer2-eval: error: --device cuda was requested but this torch build sees no CUDA device; use --device cpu"]
