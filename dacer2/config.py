@@ -9,9 +9,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, TypeVar
 
 import tyro
+
+T = TypeVar("T")
+# The type of an option that may stay unset (None) and then gets a value from a preset or from other options: its
+# docstring says which, so tyro appends no "(default: None)" of its own. None is no command-line value (leaving the
+# option out means it), so --help shows INT rather than {None}|INT, and a bool reads as a --x/--no-x flag pair.
+Unset = Annotated[Optional[T], tyro.conf.DisallowNone, tyro.conf.arg(help_behavior_hint="")]
 
 # algorithm.md §3/§5: DACER uses 20 steps and no Q-gradient loss; the ablations drop one DACER2 ingredient each.
 # An algo preset fills the fields the user left unset and wins over the env preset (eta = 0 beats an env's eta).
@@ -90,62 +96,69 @@ class TrainConfig:
     values are written to the run directory's config.json.
     """
 
+    # The field docstrings are the --help text. tyro joins a docstring's lines into one paragraph only where a line
+    # starts at column 0 with a letter (it keeps every other line break), hence the unindented continuation lines.
+
     # --- experiment ------------------------------------------------------------------------------------------------
     env_id: str = "InvertedPendulum-v5"
     """Gymnasium id of a task with a bounded Box action space (e.g. Hopper-v5, HalfCheetah-v5, dacer2/MultiGoal-v0)."""
     algo: Algo = "dacer2"
     """Algorithm preset: dacer2 (T=5, Q-gradient loss, temporal weight), dacer (T=20, no Q-gradient loss), an
-    ablation (dacer2-no-weight: w(t)=1; dacer2-no-qgrad: eta=0), or gaussian (the SAC-style baseline: the same
-    critics, entropy regulator and loop with a diagonal Gaussian policy head instead of the chain)."""
+ablation (dacer2-no-weight: w(t)=1; dacer2-no-qgrad: eta=0), or gaussian (the SAC-style baseline: the same critics,
+entropy regulator and loop with a diagonal Gaussian policy head instead of the chain)."""
     protocol: Protocol = "sac"
-    """How env steps and updates interleave. An iteration steps all --num-envs training envs once, then makes
-    --updates-per-step updates. sac: 1 env, 1 update per iteration (iterations = env steps = updates; budget: the
-    env preset). papers: the DACER/DACER2 papers' protocol, 20 envs and 1 update per iteration for 1.5M iterations
-    (30M env steps), evaluated every 2,500 iterations. Each value it sets can still be overridden, --total-steps
-    included (100k iterations of papers = --total-steps 2000000)."""
-    total_steps: Optional[int] = None
-    """Environment steps to train for, summed over the parallel envs, so iterations = this / --num-envs (default:
-    papers protocol 30M; sac protocol the env preset, 1M for MuJoCo locomotion, a few minutes' worth for the
-    quick-start InvertedPendulum-v5)."""
+    """How env steps and updates interleave. An iteration steps all --num-envs training envs once, then
+makes --updates-per-step updates. sac: 1 env, 1 update per iteration (iterations = env steps = updates; budget: the env
+preset). papers: the DACER/DACER2 papers' protocol, 20 envs and 1 update per iteration for 1.5M iterations (30M env
+steps), evaluated every 2500 iterations. Each value it sets can still be overridden, --total-steps included (100k
+iterations of papers = --total-steps 2000000)."""
+    total_steps: Unset[int] = None
+    """Environment steps to train for, summed over the parallel envs, so iterations = this / --num-envs (default: papers
+protocol 30M; sac protocol the env preset, 1M for MuJoCo locomotion, a few minutes' worth for the quick-start
+InvertedPendulum-v5)."""
     seed: int = 0
     """Seed for the networks, the noise, the replay sampling and the environments."""
-    num_envs: Optional[int] = None
+    num_envs: Unset[int] = None
     """Parallel training environments; each iteration steps all of them once (default: 1; papers protocol: 20)."""
-    updates_per_step: Optional[int] = None
+    updates_per_step: Unset[int] = None
     """Gradient updates per iteration (one step of all --num-envs envs; default 1, as both protocols)."""
     vector_env: Literal["sync", "async"] = "sync"
-    """How the --num-envs training envs step: sync, one after another in this process; or async, each in its own
-    worker process, stepping while this process makes the iteration's updates (so an iteration's updates see the
-    buffer without that iteration's transitions). async pays off with many envs and a fast update (a GPU)."""
+    """How the --num-envs training envs step: sync, one after another in this process; or async, each in its own worker
+process, stepping while this process makes the iteration's updates (so an iteration's updates see the buffer without
+that iteration's transitions). async pays off with many envs and a fast update (a GPU)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where networks, replay buffer and updates live: auto picks cuda when available."""
-    run_dir: Optional[str] = None
-    """Where to write config, metrics, TensorBoard events and checkpoints; default runs/<env>__<algo>__<seed>__<time>."""
-    eval_every: Optional[int] = None
+    run_dir: Unset[str] = None
+    """Where to write config, metrics, TensorBoard events and checkpoints; default runs/<env>__<algo>__<seed>__<time>. A
+directory that already holds a run is refused: continue it with --resume, or see --overwrite."""
+    overwrite: bool = False
+    """Delete the run files (config, metrics, events, checkpoints, result) that --run-dir already holds, then start a
+new run there. Without it such a directory is refused, so two runs never mix."""
+    eval_every: Unset[int] = None
     """Evaluate the deterministic policy every this many environment steps, and at the start and the end (default:
-    every 2,000 iterations with the sac protocol, every 2,500 with papers, i.e. 50,000 env steps at 20 envs)."""
+every 2000 iterations with the sac protocol, every 2500 with papers, i.e. 50000 env steps at 20 envs)."""
     eval_episodes: int = 10
     """Episodes per evaluation, run on separate environments."""
-    learning_starts: Optional[int] = None
+    learning_starts: Unset[int] = None
     """Uniform-random warm-up transitions before updates start; default: the env preset (DACER: 30000, 200000 for
-    Humanoid/HalfCheetah), capped at a tenth of --total-steps so short runs still train."""
+Humanoid/HalfCheetah), capped at a tenth of --total-steps so short runs still train."""
     log_every: int = 1_000
     """Write training metrics every this many environment steps."""
     progress: bool = True
     """Show a progress bar with steps/s and the latest returns."""
-    torch_threads: Optional[int] = None
-    """CPU threads for torch (default: torch's own choice)."""
+    torch_threads: Unset[int] = None
+    """Number of CPU threads torch uses (default: torch's own choice)."""
     keep_freed_memory: bool = True
     """Tune glibc's malloc to keep freed memory in the process instead of returning it to the kernel, so CPU updates
-    stop page-faulting their working set back in (fp32 updates 1.07-1.09x faster in measured runs, same peak
-    memory; process-wide; docs/performance.md, "Host memory")."""
+stop page-faulting their working set back in (fp32 updates 1.07-1.09x faster in measured runs, same peak memory;
+process-wide; docs/performance.md, "Host memory")."""
     deterministic: bool = False
     """Seed everything and use deterministic algorithms, so two runs with the same seed match (on CPU bitwise)."""
 
     # --- checkpoints and resume ------------------------------------------------------------------------------------
-    resume: Optional[str] = None
-    """Continue the run in this run directory from its newest checkpoint (its saved config is used; only
-    --total-steps, --progress, --torch-threads, --cuda-graphs and --keep-freed-memory may be changed)."""
+    resume: Unset[str] = None
+    """Continue the run in this run directory from its newest checkpoint instead of starting a new run (its saved config
+is used; only --total-steps, --progress, --torch-threads, --cuda-graphs and --keep-freed-memory may be changed)."""
     checkpoint_every: int = 10_000
     """Write a checkpoint every this many environment steps (also at the end and on SIGINT/SIGTERM)."""
     keep_checkpoints: int = 3
@@ -153,40 +166,43 @@ class TrainConfig:
     save_buffer: bool = False
     """Also store the replay buffer in checkpoints (needed for an exact resume; large for big buffers)."""
     backend: Literal["auto", "fused", "reference"] = "auto"
-    """Compute path for the diffusion chain and critic gradients: fused kernels (C++ on CPU, Triton on CUDA),
-    the plain-PyTorch reference, or auto (env DACER2_BACKEND if set, else fused where available)."""
+    """Compute path for the diffusion chain and critic gradients: fused kernels (C++ on CPU, Triton on CUDA), the
+plain-PyTorch reference, or auto (env DACER2_BACKEND if set, else fused where available)."""
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
-    """Matrix multiplies of the actor, the critics and the chain: fp32; bf16 (bf16 operands, fp32 accumulation;
-    master weights, Adam, mish, the losses and the entropy fit stay fp32; CPUs only); or auto: bf16 where the CPU
-    multiplies bf16 natively (amx_bf16 or avx512_bf16) and a short self-check measures it faster, else fp32.
-    config.json records the choice and why (docs/performance.md, "bf16")."""
+    """Matrix multiplies of the actor, the critics and the chain: fp32; bf16 (bf16 operands, fp32 accumulation; master
+weights, Adam, mish, the losses and the entropy fit stay fp32; CPUs only); or auto: bf16 where the CPU multiplies bf16
+natively (amx_bf16 or avx512_bf16) and a short self-check measures it faster, else fp32. config.json records the choice
+and why (docs/performance.md, "bf16")."""
     precision_reason: Annotated[Optional[str], tyro.conf.Suppress] = None
     """Why the run's precision is what it is: written by the run, not an option."""
     cuda_graphs: Literal["auto", "on", "off"] = "auto"
-    """Run each update (the replay sample, the critic and policy steps, Polyak) as a replayed CUDA graph, which
-    removes the GPU's kernel-launch overhead: auto is on with a CUDA device and off on CPU; on needs --device cuda.
-    If a capture fails the run says so in one line and continues eagerly (docs/performance.md, "CUDA graphs")."""
+    """Run each update (the replay sample, the critic and policy steps, Polyak) as a replayed CUDA graph, which removes
+the GPU's kernel-launch overhead: auto is on with a CUDA device and off on CPU; on needs --device cuda. If a capture
+fails the run says so in one line and continues eagerly (docs/performance.md, "CUDA graphs")."""
 
     # --- policy: reverse diffusion (algorithm.md §1) ---------------------------------------------------------------
-    diffusion_steps: Optional[int] = None
-    """Denoising steps T of the policy's reverse chain (preset: 5 for dacer2, 20 for dacer)."""
-    noise_scale: Optional[float] = None
-    """k in the executed action clip(x + alpha k xi): 0.1, or 0.15 for Humanoid/HalfCheetah."""
+    diffusion_steps: Unset[int] = None
+    """Denoising steps T of the policy's reverse chain (default: the --algo preset, 5 for dacer2, 20 for dacer)."""
+    noise_scale: Unset[float] = None
+    """k in the executed action clip(x + alpha k xi) (default: the env preset: 0.1, or 0.15 for
+Humanoid/HalfCheetah)."""
     deterministic_chain_noise: bool = True
-    """Keep the chain's own posterior noise in the deterministic (evaluation) policy; False zeroes it."""
-    actor_hidden: Optional[tuple[int, ...]] = None
+    """Keep the chain's own posterior noise in the deterministic (evaluation) policy; --no-deterministic-chain-noise
+zeroes it."""
+    actor_hidden: Annotated[Unset[tuple[int, ...]], tyro.conf.arg(metavar="INT [INT ...]")] = None
     """Hidden layer sizes of the noise-prediction network (default: 256 256 256; 64 64 64 in the quick-start preset)."""
-    critic_hidden: Optional[tuple[int, ...]] = None
+    critic_hidden: Annotated[Unset[tuple[int, ...]], tyro.conf.arg(metavar="INT [INT ...]")] = None
     """Hidden layer sizes of each critic (default: 256 256 256; 64 64 64 in the quick-start preset)."""
     activation: str = "mish"
     """Activation of both networks (mish, relu, gelu, silu, tanh)."""
 
     # --- DACER2's Q-gradient field loss (algorithm.md §3) ----------------------------------------------------------
-    eta: Optional[float] = None
-    """Weight of the Q-gradient field loss L_g in L_q + eta L_g (preset per env; forced to 0 by dacer/dacer2-no-qgrad
-    unless given explicitly)."""
-    temporal_weighting: Optional[bool] = None
-    """Use w(t) = exp(c (t+1) + d) in L_g's target; False makes w constant 1 (preset per --algo)."""
+    eta: Unset[float] = None
+    """Weight of the Q-gradient field loss L_g in L_q + eta L_g (default: the env preset; forced to 0 by
+dacer/dacer2-no-qgrad unless given explicitly)."""
+    temporal_weighting: Unset[bool] = None
+    """Use w(t) = exp(c (t+1) + d) in L_g's target; --no-temporal-weighting makes w constant 1 (default: the --algo
+preset)."""
     weight_c: float = 0.4
     """c in w(t)."""
     weight_d: float = -1.8
@@ -194,7 +210,8 @@ class TrainConfig:
     qgrad_critic: Literal["min", "mean", "q1"] = "min"
     """Which critic mean gives the action-gradient g_t: min of the twin means, their mean, or Q1 only."""
     qgrad_stop_gradient: bool = True
-    """L_g evaluates eps_theta at sg(x_t) (True) or at the chain's own x_t, letting L_g's gradient flow into x_t."""
+    """L_g evaluates eps_theta at sg(x_t), or with --no-qgrad-stop-gradient at the chain's own x_t, letting L_g's
+gradient flow into x_t."""
 
     # --- critic (algorithm.md §2) and optimisation (§5) ------------------------------------------------------------
     batch_size: int = 256
@@ -203,20 +220,21 @@ class TrainConfig:
     """Replay buffer capacity (transitions)."""
     gamma: float = 0.99
     """Discount factor."""
-    tau: Optional[float] = None
+    tau: Unset[float] = None
     """Polyak rate of the target critics and of the critics' running sigma statistic (default 0.005; 0.02 in the
-    quick-start preset)."""
+quick-start preset)."""
     delay: int = 2
     """The policy is updated every this many updates (and the target critics too, unless --target-every is set)."""
-    target_every: Optional[int] = None
+    target_every: Unset[int] = None
     """The target critics move toward the critics (Polyak, --tau) every this many updates (default: with the policy,
-    every --delay updates, as in the papers; 1 in the quick-start preset)."""
+every --delay updates, as in the papers; 1 in the quick-start preset)."""
     reward_scale: float = 0.2
     """Rewards are multiplied by this before the critic sees them."""
-    actor_lr: Optional[float] = None
-    """Adam learning rate of the noise-prediction network (papers: 1e-4; larger in the quick-start preset)."""
-    critic_lr: Optional[float] = None
-    """Adam learning rate of the critics (papers: 1e-4; larger in the quick-start preset)."""
+    actor_lr: Unset[float] = None
+    """Adam learning rate of the noise-prediction network (default: 1e-4 as in the papers; larger in the quick-start
+preset)."""
+    critic_lr: Unset[float] = None
+    """Adam learning rate of the critics (default: 1e-4 as in the papers; larger in the quick-start preset)."""
 
     # --- entropy regulator (algorithm.md §4) -----------------------------------------------------------------------
     initial_alpha: float = 3.0
@@ -225,9 +243,9 @@ class TrainConfig:
     """Adam learning rate of log alpha."""
     target_entropy_scale: float = -0.9
     """Target entropy = this times the action dimension."""
-    alpha_every: Optional[int] = None
-    """Re-estimate the policy entropy and step alpha every this many updates, and at the first (papers: 10000; 250
-    in the quick-start preset)."""
+    alpha_every: Unset[int] = None
+    """Re-estimate the policy entropy and step alpha every this many updates, and at the first (default: 10000 as in the
+papers; 250 in the quick-start preset)."""
     entropy_states: int = 256
     """States (from the replay batch) whose action distribution is fitted for the entropy estimate."""
     entropy_samples: int = 200
@@ -280,6 +298,12 @@ class TrainConfig:
             ((self.eval_every is None or self.eval_every > 0) and self.log_every > 0,
              "--eval-every and --log-every must be positive"),
             (self.eval_episodes >= 0, f"--eval-episodes must be >= 0, got {self.eval_episodes}"),
+            (self.total_steps is None or self.learning_starts is None or self.learning_starts < self.total_steps,
+             f"--total-steps {self.total_steps} ends within the warm-up of {self.learning_starts} random transitions "
+             f"(--learning-starts), so the run would make no update; raise --total-steps or lower --learning-starts"),
+            *((hidden is None or (len(hidden) > 0 and all(h > 0 for h in hidden)),
+               f"--{name.replace('_', '-')} needs one or more positive layer sizes, got {' '.join(map(str, hidden or ())) or 'none'}")
+              for name, hidden in (("actor_hidden", self.actor_hidden), ("critic_hidden", self.critic_hidden))),
             (self.delay >= 1, f"--delay must be >= 1, got {self.delay}"),
             (self.target_every is None or self.target_every >= 1, f"--target-every must be >= 1, got {self.target_every}"),
             (self.alpha_every is None or self.alpha_every >= 1, f"--alpha-every must be >= 1, got {self.alpha_every}"),

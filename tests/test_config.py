@@ -115,3 +115,17 @@ def test_iterations_count_steps_of_all_envs():
     assert iterations(2_000_000, 20) == 100_000
     assert iterations(21, 20) == 2  # a budget that is not a multiple of the envs ends after the iteration that crosses it
     assert iterations(5, 1) == 5
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(env_id="Hopper-v5", total_steps=100), "--total-steps 100 ends within the warm-up of 256"),
+        (dict(total_steps=5_000, learning_starts=5_000), "would make no update"),
+        (dict(actor_hidden=()), "--actor-hidden needs one or more positive layer sizes, got none"),
+        (dict(critic_hidden=(64, 0)), "--critic-hidden needs one or more positive layer sizes, got 64 0"),
+    ],
+)
+def test_configs_that_would_do_nothing_or_crash_later_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs).resolved()

@@ -8,22 +8,36 @@ import sys
 
 import tyro
 
-from dacer2.train.checkpoint import CheckpointError, CheckpointWriteError
 from dacer2.config import TrainConfig
-from dacer2.envs import EnvError
-from dacer2.train.phase_times import describe
 
-# Failures a user can act on: one line on stderr, no traceback.
-USER_ERRORS = (ValueError, EnvError, CheckpointError)
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Failures a user can act on: one line on stderr, no traceback. Imported when first needed: the modules that
+    define them import torch and Gymnasium, which --help must not wait for."""
+    from dacer2.envs import EnvError
+    from dacer2.train.checkpoint import CheckpointError
+
+    return (ValueError, EnvError, CheckpointError)
+
+
+def __getattr__(name: str):
+    # USER_ERRORS stays a module attribute (`from dacer2.cli.train import USER_ERRORS`), computed on first access.
+    if name == "USER_ERRORS":
+        return _user_errors()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    config = tyro.cli(TrainConfig, args=argv)
-    from dacer2.train.trainer import NonFiniteError, TrainingInterrupted, train  # after parsing: --help stays fast
+    config = tyro.cli(TrainConfig, args=argv, prog="dacer2-train")
+    # After parsing, so that --help imports neither torch nor Gymnasium:
+    from dacer2.train.checkpoint import CheckpointWriteError
+    from dacer2.train.phase_times import describe
+    from dacer2.train.trainer import NonFiniteError, TrainingInterrupted, train
 
+    user_errors = _user_errors()
     try:
         result = train(config)
-    except USER_ERRORS as exc:
+    except user_errors as exc:
         print(f"dacer2-train: error: {exc}", file=sys.stderr)
         return 2
     except (NonFiniteError, CheckpointWriteError) as exc:
@@ -35,10 +49,10 @@ def train_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dacer2-train: interrupted without a checkpoint", file=sys.stderr)
         return 130
-    print(
-        f"final eval return {result.final_eval_mean:.1f} +- {result.final_eval_std:.1f} "
-        f"after {result.env_steps} env steps ({result.iterations} iterations), {result.updates} updates, {result.wall_time:.0f} s; run dir: {result.run_dir}"
-    )
+    final = (f"final eval return {result.final_eval_mean:.1f} +- {result.final_eval_std:.1f}" if result.eval_history
+             else "no evaluation (--eval-episodes 0)")
+    print(f"{final} after {result.env_steps} env steps ({result.iterations} iterations), {result.updates} updates, "
+          f"{result.wall_time:.0f} s; run dir: {result.run_dir}")
     if result.eval_history:
         best_steps, best_mean, best_std = max(result.eval_history, key=lambda e: e[1])
         print(f"best eval return {best_mean:.1f} +- {best_std:.1f} at {best_steps} env steps "

@@ -106,8 +106,11 @@ class Policy:
         env to be installed); `backend="auto"` picks the fastest inference backend available; `precision` is that
         of the acting GEMMs (fp32, bf16 or auto, as dacer2-train's --precision), whatever the run trained with.
         """
+        from dacer2.train.training_run import resolve_device
+
+        device = str(resolve_device(str(device)))  # a CUDA request without CUDA is said as such, not as a bad file
         ckpt = find_checkpoint(path)
-        payload = load_checkpoint(ckpt, map_location=device)
+        payload = load_checkpoint(ckpt, lazy=True)  # mapped, not read: a saved replay buffer stays on disk
         try:
             config = TrainConfig.from_dict(payload["config"])
             obs_dim, action_dim = int(payload["obs_dim"]), int(payload["action_dim"])

@@ -91,10 +91,13 @@ class ReplayBuffer:
         return self._gather()
 
     def state_dict(self) -> dict:
+        # Copies of the filled rows: torch.save writes a view's whole storage, so a bare [:n] of a 1M-row buffer
+        # would store all of it, filled or not.
         n = self.size
+        filled = {name: getattr(self, name)[:n].to("cpu", copy=True)
+                  for name in ("obs", "action", "reward", "next_obs", "terminated")}
         return {
-            "obs": self.obs[:n].cpu(), "action": self.action[:n].cpu(), "reward": self.reward[:n].cpu(),
-            "next_obs": self.next_obs[:n].cpu(), "terminated": self.terminated[:n].cpu(),
+            **filled,
             "position": self.position, "generator": self.generator.get_state(),
         }
 

@@ -38,6 +38,7 @@ def load_resume(cfg: TrainConfig) -> tuple[TrainConfig, ResumePoint]:
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"--resume {run_dir}: no config.json there (is it a dacer2 run directory?)")
+    _refuse_unchangeable_options(cfg)
     saved = TrainConfig.from_dict(json.loads(config_path.read_text()))
     overrides = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE if getattr(cfg, k) is not None}
     resumed = dataclasses.replace(saved, **overrides, resume=str(run_dir), run_dir=str(run_dir)).resolved()
@@ -49,6 +50,20 @@ def load_resume(cfg: TrainConfig) -> tuple[TrainConfig, ResumePoint]:
             f"the run already has {payload['loop']['env_steps']} env steps; pass a larger --total-steps to continue it"
         )
     return resumed, ResumePoint(path, payload)
+
+
+def _refuse_unchangeable_options(cfg: TrainConfig) -> None:
+    """A resume continues the saved config: an option it would ignore (say --eta) is an error, not a silent no-op.
+    Options are recognised by differing from their defaults."""
+    defaults = TrainConfig(resume=cfg.resume)
+    given = [f.name for f in dataclasses.fields(TrainConfig)
+             if f.name not in (*RESUME_OVERRIDABLE, "resume") and getattr(cfg, f.name) != getattr(defaults, f.name)]
+    if given:
+        flags = lambda names: ", ".join(f"--{n.replace('_', '-')}" for n in names)  # noqa: E731
+        raise ValueError(
+            f"--resume continues {cfg.resume} with its saved config, so {flags(given)} would be ignored; a resume can "
+            f"change only {flags(RESUME_OVERRIDABLE)} (start a new run to change the others)"
+        )
 
 
 def _global_rng_state() -> dict:
@@ -93,6 +108,10 @@ def restore(run: TrainingRun, resume: ResumePoint, fresh: LoopState) -> LoopStat
     run.agent.load_training_state(payload["agent"])
     if payload.get("buffer") is not None:
         run.buffer.load_state_dict(payload["buffer"])
+    elif payload["loop"]["env_steps"] > 0:
+        print(f"dacer2: {resume.path.name} holds no replay buffer (the run did not use --save-buffer): updates resume "
+              f"once the current policy has refilled {cfg.batch_size} transitions, so the run is not an exact "
+              "continuation", file=sys.stderr)
     loop = LoopState.from_checkpoint(payload["loop"])
     run.envs.set_attr("pending_state", list(payload["envs"]))
     if not all(run.envs.call("restore_pending_state")):

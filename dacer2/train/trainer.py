@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from dacer2.algo.precision import host_description
+from dacer2.train.announce import FinishProjection, announce, start_block
 from dacer2.train.provenance import code_version
 from dacer2.train.checkpoint import publish_copy
 from dacer2.config import TrainConfig, iterations
@@ -125,6 +126,7 @@ def train(config: TrainConfig, agent_factory: AgentFactory | None = None, on_eva
     run = build_run(cfg, agent_factory, on_eval)
     try:
         loop = _start(run, resume)
+        announce(start_block(run.cfg, run.run_dir, loop.env_steps if resume else None, run.cfg.precision))
         with _StopSignals() as stop:
             _run_loop(run, loop, stop)
     finally:
@@ -151,6 +153,7 @@ def _run_loop(run: TrainingRun, loop: LoopState, stop: _StopSignals) -> None:
         _evaluate(run, loop)
         _log(run, loop, with_eval=True)
     overlap = run.cfg.vector_env == "async"
+    projection = FinishProjection()
     while loop.env_steps < run.cfg.total_steps:
         if overlap:  # the workers step the envs while this process makes the updates
             action = _choose_actions(run, loop)
@@ -162,6 +165,7 @@ def _run_loop(run: TrainingRun, loop: LoopState, stop: _StopSignals) -> None:
         else:
             _step_envs(run, loop)
             _learn(run, loop)
+        announce(projection.observe(run.cfg, loop.env_steps, run.agent.num_updates))
         _evaluate_log_checkpoint(run, loop)
         if stop.received is not None:
             _stop(run, loop, stop.received)

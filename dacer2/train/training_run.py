@@ -4,6 +4,7 @@ built from its resolved config in the order that makes a run reproducible from i
 from __future__ import annotations
 
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -100,6 +101,30 @@ class TrainingRun:
             self.eval_envs.close()
 
 
+# What a run writes into its directory: a directory holding any of them holds a run.
+RUN_FILES = ("config.json", "metrics.csv", "result.json", "checkpoints", "events.out.tfevents.*")
+
+
+def claim_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse a directory that already holds a run, so two runs never mix their logs and checkpoints; with
+    `overwrite` (--overwrite), delete that run's files first (only those: anything else in the folder stays)."""
+    found = sorted({p for pattern in RUN_FILES for p in run_dir.glob(pattern)})
+    if not found:
+        return
+    if not overwrite:
+        raise ValueError(
+            f"{run_dir} already holds a run ({', '.join(sorted({_kind(p) for p in found}))}); continue it with "
+            f"--resume {run_dir}, "
+            f"or choose a fresh --run-dir (--overwrite deletes that run's files and starts over)"
+        )
+    for path in found:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _kind(path: Path) -> str:
+    return "TensorBoard events" if path.name.startswith("events.out.tfevents.") else path.name
+
+
 def build_run(cfg: TrainConfig, agent_factory: AgentFactory | None, on_eval: EvalCallback | None) -> TrainingRun:
     """Seed, then create envs, run directory, agent and buffer: the agent's initial weights come from the seed."""
     device = resolve_device(cfg.device)
@@ -108,21 +133,25 @@ def build_run(cfg: TrainConfig, agent_factory: AgentFactory | None, on_eval: Eva
     host_memory = keep_freed_memory() if cfg.keep_freed_memory else TrainingRun.host_memory
     seed_everything(cfg.seed, cfg.deterministic)
 
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    if not cfg.resume:
+        claim_run_dir(run_dir, cfg.overwrite)
     envs = make_vector_env(cfg.env_id, cfg.num_envs, cfg.seed, mode=cfg.vector_env)
     eval_envs = make_vector_env(cfg.env_id, cfg.eval_episodes, eval_seed(cfg)) if cfg.eval_episodes else None
     obs_dim = envs.single_observation_space.shape[0]
     action_dim = envs.single_action_space.shape[0]
 
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    agent = (agent_factory or DACER2Agent)(obs_dim, action_dim, cfg, device)  # its policy head comes from cfg.algo
+    buffer = ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, cfg.batch_size, device, seed=cfg.seed)
+    learner = Learner(agent, buffer, graphs=cfg.cuda_graphs == "on")
+    # config.json names what ran, not what was asked for: "auto" could resolve differently elsewhere, and a fused
+    # run is not bitwise a reference run. Written only now, so a run that failed to build leaves no directory behind.
+    cfg.device, cfg.backend = device.type, getattr(agent, "backend", cfg.backend)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(cfg.to_json())
     except OSError as exc:
         raise ValueError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}") from None
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
-
-    agent = (agent_factory or DACER2Agent)(obs_dim, action_dim, cfg, device)  # its policy head comes from cfg.algo
-    buffer = ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, cfg.batch_size, device, seed=cfg.seed)
-    learner = Learner(agent, buffer, graphs=cfg.cuda_graphs == "on")
     return TrainingRun(cfg, device, envs, eval_envs, obs_dim, action_dim, run_dir, checkpoints, agent, buffer, learner,
                        on_eval, host_memory=host_memory)

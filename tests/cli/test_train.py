@@ -39,3 +39,20 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("dacer2-train: error: unknown environment id 'Hoper-v5'; did you mean Hopper-v5")
     proc = run_cli("--total-steps", "0", cwd=tmp_path)
     assert proc.returncode == 2 and "--total-steps must be positive" in proc.stderr
+
+
+def test_a_run_without_evaluation_says_so_instead_of_nan(tmp_path):
+    proc = run_cli("--total-steps", "150", "--learning-starts", "100", "--eval-episodes", "0", "--actor-hidden", "16",
+                   "--critic-hidden", "16", "--batch-size", "32", "--entropy-states", "4", "--entropy-samples", "20",
+                   "--run-dir", str(tmp_path / "r"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "nan" not in proc.stdout and proc.stdout.startswith("no evaluation (--eval-episodes 0) after 150 env steps")
+    assert proc.stderr.startswith("dacer2-train: dacer2 on InvertedPendulum-v5")  # the start block comes first
+
+
+def test_bad_layer_sizes_are_one_line_and_leave_no_run_directory(tmp_path):
+    for sizes in ([], ["64", "0"]):
+        proc = run_cli("--actor-hidden", *sizes, "--run-dir", str(tmp_path / "r"))
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "--actor-hidden needs one or more positive layer sizes" in proc.stderr
+        assert not (tmp_path / "r").exists()

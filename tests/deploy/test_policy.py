@@ -168,3 +168,25 @@ def test_bf16_policy_acts_close_to_fp32_and_says_so(run_dir, backend):
     a32, a16 = fp32.act(obs, deterministic=True), bf16.act(obs, deterministic=True)
     err = np.linalg.norm(a16 - a32) / np.linalg.norm(a32)
     assert 1e-5 < err < 4 * float(torch.finfo(torch.bfloat16).eps), err
+
+
+def test_loading_a_policy_does_not_read_the_saved_replay_buffer(run_dir, tmp_path):
+    """A checkpoint with a 3M-row buffer (~130 MB): a policy maps the file and reads the actor's weights only."""
+    payload = load_checkpoint(run_dir / "checkpoints" / "final.pt")
+    rows, obs_dim = 3_000_000, payload["obs_dim"]
+    payload["buffer"] = {"obs": torch.ones(rows, obs_dim), "next_obs": torch.ones(rows, obs_dim),
+                         "action": torch.ones(rows, payload["action_dim"]), "reward": torch.ones(rows),
+                         "terminated": torch.zeros(rows), "position": 0, "generator": torch.Generator().get_state()}
+    from dacer2.train.checkpoint import save_checkpoint
+
+    big = save_checkpoint(tmp_path / "big.pt", {k: v for k, v in payload.items() if k != "format_version"})
+    assert big.stat().st_size > 120e6
+    # The same policy loaded first from the small checkpoint brings in every library; then the peak memory grows
+    # by what the big file's load reads (VmHWM, the process's own peak: ru_maxrss would carry pytest's over exec).
+    probe = ("import re, sys, dacer2; small = dacer2.Policy.load(sys.argv[1]); "
+             "peak = lambda: int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024; "
+             "before = peak(); p = dacer2.Policy.load(sys.argv[2]); p.act([0.0] * p.info.obs_dim); print(peak() - before)")
+    out = subprocess.run([sys.executable, "-c", probe, str(run_dir / "checkpoints" / "final.pt"), str(big)],
+                         capture_output=True, text=True, check=True).stdout
+    grown_mb = int(out.strip().splitlines()[-1])
+    assert grown_mb < 40, f"loading the policy grew the process by {grown_mb} MB: it read the buffer"

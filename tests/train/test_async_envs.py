@@ -21,10 +21,11 @@ def _final(run_dir):
 
 
 def test_async_workers_produce_the_sync_envs_transitions(tmp_path):
-    """Random actions only (no update can change them): the replay buffers and env snapshots match exactly."""
+    """Random actions only (the one update comes after the last action): the replay buffers and env snapshots
+    match exactly."""
     runs = {}
     for mode in ("sync", "async"):
-        train(TrainConfig(**TINY, learning_starts=400, total_steps=300, vector_env=mode, run_dir=str(tmp_path / mode)))
+        train(TrainConfig(**TINY, learning_starts=299, total_steps=300, vector_env=mode, run_dir=str(tmp_path / mode)))
         runs[mode] = _final(tmp_path / mode)
     sync, async_ = runs["sync"], runs["async"]
     for name in ("obs", "action", "reward", "next_obs", "terminated"):

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from dacer2.config import TrainConfig
 from dacer2.train import training_run
 from dacer2.train.host_memory import glibc, keep_freed_memory
 from dacer2.train.trainer import train
@@ -80,7 +81,7 @@ def test_runs_record_the_setting_and_the_switch_leaves_malloc_alone(tmp_path, ti
     assert json.loads((tmp_path / "off" / "config.json").read_text())["keep_freed_memory"] is False
 
     # a resume may switch it (it does not touch the algorithm): the "on" run continued with it off
-    train(tiny_config(resume=str(tmp_path / "on"), total_steps=150, keep_freed_memory=False))
+    train(TrainConfig(resume=str(tmp_path / "on"), total_steps=150, keep_freed_memory=False, progress=False))
     assert calls == [1]
     assert json.loads((tmp_path / "on" / "result.json").read_text())["host_memory"].startswith("unchanged")
     assert json.loads((tmp_path / "on" / "config.json").read_text())["keep_freed_memory"] is False

@@ -72,7 +72,7 @@ def test_same_seed_same_metrics(tmp_path, backend):
     assert metric_rows(tmp_path / "c") != metric_rows(tmp_path / "a")
 
 
-def test_checkpoints_rotate_and_a_corrupt_newest_falls_back(tmp_path):
+def test_checkpoints_rotate_and_a_corrupt_newest_falls_back(tmp_path, capsys):
     train(TrainConfig(**{**TINY, "checkpoint_every": 100, "keep_checkpoints": 2}, total_steps=400, run_dir=str(tmp_path / "r")))
     manager = CheckpointManager(tmp_path / "r" / "checkpoints")
     assert [p.name for p in manager.saved()] == ["step_000000000300.pt", "step_000000000400.pt"]
@@ -82,6 +82,52 @@ def test_checkpoints_rotate_and_a_corrupt_newest_falls_back(tmp_path):
         load_checkpoint(newest)
     path, payload = manager.load_latest()
     assert path.name == "step_000000000300.pt" and payload["loop"]["env_steps"] == 300
+    # ...and says so: a resume going back further than the newest checkpoint is news to the user.
+    assert "skipped a checkpoint that does not load" in capsys.readouterr().err
+
+
+def test_a_directory_that_holds_a_run_is_refused_unless_overwrite(tmp_path, capsys):
+    run = tmp_path / "r"
+    train(TrainConfig(**TINY, total_steps=200, run_dir=str(run)))
+    before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*")}
+    with pytest.raises(ValueError, match=f"already holds a run .*--resume {run}.*fresh --run-dir"):
+        train(TrainConfig(**TINY, total_steps=300, seed=1, run_dir=str(run)))
+    assert {p.name: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing touched
+    (run / "notes.txt").write_text("mine")
+    train(TrainConfig(**TINY, total_steps=300, seed=1, run_dir=str(run), overwrite=True))
+    assert json.loads((run / "config.json").read_text())["seed"] == 1
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # one run's events, not two
+    with open(run / "metrics.csv") as f:
+        steps = [int(r["env_steps"]) for r in csv.DictReader(f)]
+    assert steps == sorted(steps) and steps[-1] == 300 and steps.count(0) == 1  # one run's rows
+    assert (run / "notes.txt").read_text() == "mine"  # only the run's own files go
+
+
+def test_a_run_that_fails_to_build_leaves_no_directory(tmp_path):
+    with pytest.raises(ValueError):
+        train(TrainConfig(**{**TINY, "device": "tpu"}, total_steps=150, run_dir=str(tmp_path / "r")))
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_refuses_options_it_would_ignore(tmp_path):
+    train(TrainConfig(**TINY, total_steps=200, run_dir=str(tmp_path / "r")))
+    with pytest.raises(ValueError, match="--eta would be ignored; a resume can change only --total-steps"):
+        train(TrainConfig(resume=str(tmp_path / "r"), total_steps=300, eta=0.5))
+    with pytest.raises(ValueError, match="--seed, --batch-size would be ignored"):
+        train(TrainConfig(resume=str(tmp_path / "r"), total_steps=300, seed=4, batch_size=8))
+
+
+def test_resume_without_a_saved_buffer_says_it_refills(tmp_path, capsys):
+    train(TrainConfig(**{**TINY, "save_buffer": False}, total_steps=200, run_dir=str(tmp_path / "r")))
+    capsys.readouterr()
+    train(TrainConfig(resume=str(tmp_path / "r"), total_steps=300, progress=False))
+    assert "holds no replay buffer" in capsys.readouterr().err
+
+
+def test_config_json_names_the_device_and_backend_that_ran(tmp_path):
+    train(TrainConfig(**{**TINY, "backend": "auto", "device": "auto"}, total_steps=150, run_dir=str(tmp_path / "r")))
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["device"] == "cpu" and config["backend"] in ("fused", "reference")
 
 
 def test_resume_rejects_a_checkpoint_of_another_task(tmp_path):
@@ -115,7 +161,7 @@ class NaNAfterSteps(gym.Env):
 def test_non_finite_observation_stops_with_a_checkpoint(tmp_path):
     if "test/NaNAfterSteps-v0" not in gym.registry:
         gym.register("test/NaNAfterSteps-v0", entry_point=NaNAfterSteps, max_episode_steps=1000)
-    cfg = TrainConfig(**{**TINY, "env_id": "test/NaNAfterSteps-v0", "eval_episodes": 0}, total_steps=100, run_dir=str(tmp_path / "r"))
+    cfg = TrainConfig(**{**TINY, "env_id": "test/NaNAfterSteps-v0", "eval_episodes": 0}, total_steps=150, run_dir=str(tmp_path / "r"))
     with pytest.raises(NonFiniteError, match="non-finite observation or reward at env step 30"):
         train(cfg)
     payload = CheckpointManager(tmp_path / "r" / "checkpoints").load_latest()[1]
@@ -126,7 +172,7 @@ def test_unwritable_run_dir_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(ValueError, match="cannot write the run directory"):
-        train(TrainConfig(**TINY, total_steps=100, run_dir=str(blocker / "run")))
+        train(TrainConfig(**TINY, total_steps=150, run_dir=str(blocker / "run")))
 
 
 def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
@@ -207,7 +253,7 @@ def test_unsupported_spaces_are_refused(tmp_path, env_cls, message):
     if env_id not in gym.registry:
         gym.register(env_id, entry_point=env_cls)
     with pytest.raises(ValueError, match=message):
-        train(TrainConfig(**{**TINY, "env_id": env_id}, total_steps=10, run_dir=str(tmp_path / "r")))
+        train(TrainConfig(**{**TINY, "env_id": env_id}, total_steps=150, run_dir=str(tmp_path / "r")))
 
 
 @pytest.mark.parametrize("device, message", [("tpu", "unknown device"), ("cuda", "no CUDA device")])
@@ -215,7 +261,7 @@ def test_bad_devices_are_refused(tmp_path, device, message):
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA, so requesting it is not an error")
     with pytest.raises(ValueError, match=message):
-        train(TrainConfig(**{**TINY, "device": device}, total_steps=10, run_dir=str(tmp_path / "r")))
+        train(TrainConfig(**{**TINY, "device": device}, total_steps=150, run_dir=str(tmp_path / "r")))
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -33,3 +33,14 @@ def test_state_dict_roundtrip():
     other = ReplayBuffer(capacity=10, obs_dim=1, action_dim=1, batch_size=4, device=torch.device("cpu"))
     other.load_state_dict(buf.state_dict())
     assert len(other) == 6 and torch.equal(other.sample().reward, buf.sample().reward)
+
+
+def test_a_saved_buffer_holds_the_filled_rows_only(tmp_path):
+    """torch.save writes a view's whole storage: a checkpoint of 100 filled rows of a 200k-row buffer must not."""
+    buf = ReplayBuffer(capacity=200_000, obs_dim=11, action_dim=3, batch_size=4, device=torch.device("cpu"))
+    buf.add(np.ones((100, 11)), np.zeros((100, 3)), np.arange(100.0), np.ones((100, 11)), np.zeros(100))
+    torch.save(buf.state_dict(), tmp_path / "buffer.pt")
+    filled_bytes = 100 * (11 + 3 + 1 + 11 + 1) * 4
+    assert (tmp_path / "buffer.pt").stat().st_size < filled_bytes + 20_000  # the full storage would be ~22 MB
+    again = torch.load(tmp_path / "buffer.pt", weights_only=True)
+    assert again["obs"].shape == (100, 11) and torch.equal(again["reward"], torch.arange(100.0))

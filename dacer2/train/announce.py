@@ -1,0 +1,82 @@
+"""What a run tells its user before the work: where it writes, what computes it, how much it will do, and (once a few
+hundred updates have been timed) how long that will take. A 1M-update run on a laptop CPU should not be a surprise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from dacer2.config import TrainConfig, iterations
+
+PROJECT_AFTER_UPDATES = 300  # updates timed before the finish time is projected (the first ones include warm-up work)
+
+
+def planned_updates(cfg: TrainConfig, from_env_steps: int = 0) -> int:
+    """Updates the loop makes from `from_env_steps` to the budget: every iteration whose env steps have reached the
+    warm-up makes --updates-per-step of them."""
+    first = max(iterations(cfg.learning_starts, cfg.num_envs), iterations(from_env_steps, cfg.num_envs) + 1)
+    return max(iterations(cfg.total_steps, cfg.num_envs) - first + 1, 0) * cfg.updates_per_step
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '12 min', '3 h 05 min'."""
+    minutes = round(seconds / 60)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def start_block(cfg: TrainConfig, run_dir, resumed_at: int | None, precision: str) -> str:
+    """The lines printed before the first iteration."""
+    envs = f"{cfg.num_envs} env" + ("s" if cfg.num_envs > 1 else "")
+    total_iterations = iterations(cfg.total_steps, cfg.num_envs)
+    budget = (f"{cfg.total_steps:,} env steps = {total_iterations:,} iterations of {envs} "
+              f"({cfg.updates_per_step} update{'s' if cfg.updates_per_step != 1 else ''} each)")
+    if resumed_at:
+        work = f"resuming at {resumed_at:,} env steps; {planned_updates(cfg, resumed_at):,} updates to go"
+    else:
+        work = (f"{planned_updates(cfg):,} updates after a warm-up of {cfg.learning_starts:,} random transitions "
+                f"({iterations(cfg.learning_starts, cfg.num_envs):,} iterations)")
+    threads = cfg.torch_threads or __import__("torch").get_num_threads()
+    return "\n".join([
+        f"dacer2-train: {cfg.algo} on {cfg.env_id}, seed {cfg.seed}, protocol {cfg.protocol}",
+        f"  run dir   {run_dir}   (curves: tensorboard --logdir {run_dir})",
+        f"  compute   {cfg.device}, {cfg.backend} backend, {precision} GEMMs, {threads} torch thread"
+        + ("s" if threads != 1 else ""),
+        f"  budget    {budget}",
+        f"  work      {work}",
+    ])
+
+
+class FinishProjection:
+    """Once PROJECT_AFTER_UPDATES updates of this process have been timed, one line: the projected time to the end
+    of the budget at the rate of the iterations since updates began (updates dominate an iteration's cost)."""
+
+    def __init__(self, after: int = PROJECT_AFTER_UPDATES):
+        self.after = after
+        self.start: tuple[float, int, int] | None = None  # (time, env steps, updates) at this process's first update
+        self.done = False
+
+    def observe(self, cfg: TrainConfig, env_steps: int, updates: int) -> str | None:
+        if self.done:
+            return None
+        if self.start is None:
+            if updates > 0:
+                self.start = (time.perf_counter(), env_steps, updates)
+            return None
+        started, start_steps, start_updates = self.start
+        if updates - start_updates < self.after:
+            return None
+        self.done = True
+        elapsed = time.perf_counter() - started
+        done_iterations = iterations(env_steps - start_steps, cfg.num_envs)
+        left_iterations = iterations(cfg.total_steps, cfg.num_envs) - iterations(env_steps, cfg.num_envs)
+        per_iteration = elapsed / max(done_iterations, 1)
+        return (f"dacer2: {updates - start_updates} updates in {duration(elapsed)} ({per_iteration * 1e3:.1f} ms per "
+                f"iteration): about {duration(per_iteration * left_iterations)} to finish {left_iterations:,} more "
+                "iterations, evaluations not counted")
+
+
+def announce(text: str | None) -> None:
+    if text:
+        print(text, file=sys.stderr, flush=True)
