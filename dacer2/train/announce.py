@@ -78,5 +78,8 @@ class FinishProjection:
 
 
 def announce(text: str | None) -> None:
+    """Print on stderr above a running progress bar (tqdm.write clears and redraws it) rather than through it."""
     if text:
-        print(text, file=sys.stderr, flush=True)
+        from tqdm.auto import tqdm
+
+        tqdm.write(text, file=sys.stderr)

@@ -126,7 +126,6 @@ def train(config: TrainConfig, agent_factory: AgentFactory | None = None, on_eva
     run = build_run(cfg, agent_factory, on_eval)
     try:
         loop = _start(run, resume)
-        announce(start_block(run.cfg, run.run_dir, loop.env_steps if resume else None, run.cfg.precision))
         with _StopSignals() as stop:
             _run_loop(run, loop, stop)
     finally:
@@ -143,7 +142,8 @@ def _start(run: TrainingRun, resume: ResumePoint | None) -> LoopState:
     loop = LoopState.fresh(run.cfg, obs)
     if resume is not None:
         loop = restore(run, resume, fresh=loop)
-    run.open_logs(loop.env_steps, resumed=resume is not None)
+    announce(start_block(run.cfg, run.run_dir, loop.env_steps if resume else None, run.cfg.precision))
+    run.open_logs(loop.env_steps, resumed=resume is not None)  # the progress bar starts below the block
     loop.start_clock()
     return loop
 
