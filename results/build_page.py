@@ -27,7 +27,8 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from page_cost import (  # noqa: E402
-    COMMAND as COST_COMMAND, RETURN_FOR_COST_HEADER, cost_table, load_cost_runs, return_for_cost_rows,
+    COMMAND as COST_COMMAND, ITERATION_COMMAND as ITERATION_COST_COMMAND, RETURN_FOR_COST_HEADER, cost_table,
+    iteration_cost_table, load_cost_runs, return_for_cost_rows,
 )
 
 from dacer2.analysis.plotting import algo_rows, group_runs, mean_std_text, plot_learning_curves, t975  # noqa: E402
@@ -53,11 +54,21 @@ class Experiment:
     heading: str = ""  # what this experiment adds, for its section title
     # Whether the fp32 cost benchmark's figure for the preset is these runs' cost too (not under --precision bf16).
     costed: bool = True
+    # "papers": 20 envs stepped per iteration, 1 update each (dacer2-train --protocol papers); its section counts
+    # iterations and shows the 1-env experiments named in one_env_rows beside it.
+    protocol: str = "sac"
+    num_envs: int = 1
+    one_env_rows: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
         what = self.heading or self.label
-        return f"{self.env_id}, {self.total_steps // 1000}k env steps" + (f": {what}" if what else "")
+        if self.protocol == "papers":
+            budget = (f"the papers' protocol, {self.total_steps // self.num_envs // 1000}k iterations of "
+                      f"{self.num_envs} envs ({self.total_steps / 1e6:g}M env steps)")
+        else:
+            budget = f"{self.total_steps // 1000}k env steps"
+        return f"{self.env_id}, {budget}" + (f": {what}" if what else "")
 
     def labelled(self, algo: str) -> str:
         return f"{algo} ({self.label})" if self.label else algo
@@ -69,11 +80,30 @@ def _sweep(out: str, env: str, algos: tuple[str, ...], extra: str = "") -> str:
 
 
 MAIN = ("dacer2", "dacer2-no-qgrad", "gaussian")
+PAPERS_ITERATIONS, PAPERS_ENVS = 100_000, 20
+
+
+def _papers_run(out: str, env: str) -> str:
+    return (f"dacer2-train --protocol papers --env-id {env} --algo ALGO --seed SEED "
+            f"--total-steps {PAPERS_ITERATIONS * PAPERS_ENVS} --torch-threads 1 --save-buffer --checkpoint-every 100000 "
+            f"--run-dir results/{out}/runs/{env}__ALGO__SEED")
 
 
 def _experiments() -> tuple[Experiment, ...]:
     """The planned rows, in the order they are filled as compute allows (the first is required)."""
-    rows = []
+    # The papers' protocol: 20 envs and 1 update per iteration, 100k iterations. HalfCheetah and Walker2d with
+    # dacer2, dacer and gaussian are required; Humanoid and HalfCheetah's dacer2-no-qgrad follow as compute allows.
+    papers = dict(total_steps=PAPERS_ITERATIONS * PAPERS_ENVS, protocol="papers", num_envs=PAPERS_ENVS)
+    rows = [
+        Experiment("halfcheetah-papers-100k", "HalfCheetah-v5", ("dacer2", "dacer", "gaussian", "dacer2-no-qgrad"),
+                   _papers_run("halfcheetah-papers-100k", "HalfCheetah-v5"), one_env_rows=("halfcheetah-100k",),
+                   **papers),
+        Experiment("walker2d-papers-100k", "Walker2d-v5", ("dacer2", "dacer", "gaussian"),
+                   _papers_run("walker2d-papers-100k", "Walker2d-v5"),
+                   one_env_rows=("walker2d-100k", "walker2d-100k-dacer"), **papers),
+        Experiment("humanoid-papers-100k", "Humanoid-v5", ("dacer2", "dacer"),
+                   _papers_run("humanoid-papers-100k", "Humanoid-v5"), **papers),
+    ]
     for env, short in (("Hopper-v5", "hopper"), ("Walker2d-v5", "walker2d")):
         rows.append(Experiment(f"{short}-100k", env, MAIN, _sweep(f"{short}-100k", env, MAIN)))
     for env, short in (("Hopper-v5", "hopper"), ("Walker2d-v5", "walker2d")):
@@ -108,14 +138,14 @@ def finished_runs(experiment: Experiment) -> list[Run]:
 
 
 def welch_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-    """Difference of means a - b and its 95% Welch interval (t quantile at the Welch-Satterthwaite df, rounded
-    down so the interval is never too narrow)."""
+    """Difference of means a - b and its 95% Welch interval: the t quantile at the exact Welch-Satterthwaite df,
+    fractional as it comes (not rounded to an integer)."""
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
     diff = float(a.mean() - b.mean())
     if va + vb == 0:
         return diff, diff, diff
     df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    half = t975(max(int(math.floor(df)), 1)) * math.sqrt(va + vb)
+    half = t975(df) * math.sqrt(va + vb)
     return diff, diff - half, diff + half
 
 
@@ -143,27 +173,45 @@ def experiment_section(experiment: Experiment) -> list[str]:
     # In the experiment's algorithm order, so each algorithm keeps its colour and legend place on every figure.
     order = [experiment.labelled(a) for a in experiment.algos]
     finished = sorted(finished_runs(experiment), key=lambda r: (order.index(r.algo), r.seed))
-    compared = finished_runs(BY_NAME[experiment.shown_with]) if experiment.shown_with else []
-    lines = [f"### {experiment.title}", ""]
+    papers = experiment.protocol == "papers"
+    if papers:  # the same task's 1-env rows, labelled apart: the same algorithms under the other protocol
+        compared = [dataclasses.replace(r, algo=f"{r.algo}{ONE_ENV}") for name in experiment.one_env_rows
+                    for r in finished_runs(BY_NAME[name])]
+    else:
+        compared = finished_runs(BY_NAME[experiment.shown_with]) if experiment.shown_with else []
+    lines = [f"#### {experiment.title}", ""]
+    if papers and experiment.env_id in PAPER_ENDPOINTS:
+        lines += [PAPER_ENDPOINTS[experiment.env_id], ""]
     if not finished:
         return lines + ["No finished run yet (see the missing rows below).", ""]
     figure = FIGURES / f"results_{experiment.name}.png"
     # Three seeds per line: a 95% t-band would be 2.5 std wide and hide the curves, so the band is the seeds' range.
-    plot_learning_curves(compared + finished, [figure], title=experiment.title, band="range")
+    plot_learning_curves(compared + finished, [figure], title=experiment.title, band="range",
+                         x="iterations" if papers else "env_steps")
+    axis = ("Curves: against iterations. An iteration of this protocol steps the 20 training envs and makes one "
+            "update; the 1-env rows (marked \"1 env\": one env step and one update per iteration) share the axis, "
+            "so a point compares equal numbers of updates, at 20x the data. " if papers else "Curves: ")
     lines += [f"![{experiment.title}](figures/{figure.name})", "",
-              "Curves: the mean evaluation return over seeds; the shaded band spans the seeds' minimum to maximum.", "",
+              f"{axis}{'The' if papers else 'the'} mean evaluation return over seeds; the shaded band spans the seeds' minimum to maximum.", "",
               "Final return: the best evaluation (10 episodes, deterministic policy) in the last 10% of training, "
               "mean +- sample std over seeds. Mean over training: the evaluation curve's area over its span (the "
               "return averaged over all of training), mean +- sample std over seeds.", "",
-              "| algorithm | seeds | final return | per seed | mean over training | last evaluation (mean) |",
-              "|---|---:|---:|---|---:|---:|"]
+              "| algorithm |" + (" iterations (env steps) |" if papers else "") +
+              " seeds | final return | per seed | mean over training | last evaluation (mean) |",
+              "|---|" + ("---:|" if papers else "") + "---:|---:|---|---:|---:|"]
     by_algo = group_runs(compared + finished)[experiment.env_id]
     summary = {row["algo"]: row for row in algo_rows(compared + finished)}  # dacer2-plot's mean +- std over seeds
     finals, areas = {}, {}
-    for algo in list(dict.fromkeys(r.algo for r in compared)) + [experiment.labelled(a) for a in experiment.algos]:
+    others, own = list(dict.fromkeys(r.algo for r in compared)), [experiment.labelled(a) for a in experiment.algos]
+    for algo in (own + others if papers else others + own):  # the papers' rows lead their own section
         runs = sorted(by_algo.get(algo, []), key=lambda r: r.seed)
+        budget = ""
+        if papers:
+            last = runs[-1] if runs else None
+            budget = (f" {int(last.eval_iterations.max()):,} ({int(last.eval_steps.max()):,}) |" if last else
+                      f" {experiment.total_steps // experiment.num_envs:,} ({experiment.total_steps:,}) |")
         if not runs:
-            lines.append(f"| {algo} | 0 | missing | | | |")
+            lines.append(f"| {algo} |{budget} 0 | missing | | | |")
             continue
         finals[algo] = np.array([r.final_return for r in runs])
         areas[algo] = np.array([mean_over_training(r) for r in runs])
@@ -173,9 +221,10 @@ def experiment_section(experiment: Experiment) -> list[str]:
         final_cell = mean_std_text(row["final_return_mean"], row["final_return_std"], len(runs), digits=0)
         area_cell = mean_std_text(areas[algo].mean(), areas[algo].std(ddof=1) if len(runs) > 1 else math.nan,
                                   len(runs), digits=0)
-        lines.append(f"| {algo} | {len(runs)} | {final_cell} | {per_seed} | {area_cell} | {last:.0f} |")
+        lines.append(f"| {algo} |{budget} {len(runs)} | {final_cell} | {per_seed} | {area_cell} | {last:.0f} |")
+    compares = _compared_under_papers if papers else (lambda a, b: True)
     pairs = [(a, b) for i, a in enumerate(finals) for b in list(finals)[i + 1:]
-             if finals[a].size > 1 and finals[b].size > 1]
+             if finals[a].size > 1 and finals[b].size > 1 and compares(a, b)]
     if pairs:
         lines += ["", "Differences of the means over seeds with 95% Welch intervals, for each measure: an interval "
                   "that contains 0 means these seeds do not separate the two.", "",
@@ -187,17 +236,42 @@ def experiment_section(experiment: Experiment) -> list[str]:
                 diff, low, high = welch_interval(measure[a], measure[b])
                 cells.append(f"{diff:.0f} | [{low:.0f}, {high:.0f}] | {_verdict(a, b, diff, low, high)}")
             lines.append(f"| {a} - {b} | {' | '.join(cells)} |")
-    lines += _seed_matched_table(by_algo, list(finals))
+    lines += _seed_matched_table(by_algo, list(finals), compares)
     return lines + [""]
 
 
-def _seed_matched_table(by_algo: dict[str, list[Run]], algos: list[str]) -> list[str]:
+ONE_ENV = " (1 env)"
+# Where the papers end. Their budget is the DACER code's (scripts/train_mujoco.py: num_vec_envs=20, total_step=3e7,
+# sample_per_iteration=1): 1.5M iterations. Returns as DACER's paper (arXiv 2405.15177, Table 1, Gym -v3 tasks,
+# mean over 5 runs of the best evaluation in the last 10% of iterations) reports them.
+_PAPER_BUDGET = ("DACER's paper (arXiv 2405.15177) trains for 1.5M iterations of this protocol (30M env steps: the "
+                 "DACER code's `num_vec_envs=20`, `total_step=3e7`), 15x these runs' 100k")
+PAPER_ENDPOINTS = {
+    "HalfCheetah-v5": f"{_PAPER_BUDGET}, and reports DACER at about 17.2k on HalfCheetah-v3 there (its Table 1).",
+    "Humanoid-v5": f"{_PAPER_BUDGET}, and reports DACER at about 11.9k on Humanoid-v3 there (its Table 1).",
+    "Walker2d-v5": f"{_PAPER_BUDGET}; its Walker2d-v3 return is not quoted here (we could not check it against a "
+                   "copy of the paper).",
+}
+
+
+def _compared_under_papers(a: str, b: str) -> bool:
+    """The papers' section compares its algorithms with each other, and each with itself under the 1-env protocol;
+    not the 1-env rows with each other (their own section does that)."""
+    if a.endswith(ONE_ENV) and b.endswith(ONE_ENV):
+        return False
+    return a.endswith(ONE_ENV) == b.endswith(ONE_ENV) or a.removesuffix(ONE_ENV) == b.removesuffix(ONE_ENV)
+
+
+def _seed_matched_table(by_algo: dict[str, list[Run]], algos: list[str],
+                        compares=lambda a, b: True) -> list[str]:
     """Per-seed differences for pairs run on the same seeds. A seed fixes the warm-up data of every algorithm (and
     the initial networks of those with the same architecture), so matched seeds remove part of the seed spread.
     Added after the Hopper runs had finished: a second look, never a replacement for the Welch table."""
     rows = []
     for i, a in enumerate(algos):
         for b in algos[i + 1:]:
+            if not compares(a, b):
+                continue
             runs_a, runs_b = ({r.seed: r for r in by_algo[x]} for x in (a, b))
             seeds = sorted(runs_a.keys() & runs_b.keys())
             if len(seeds) < 2:
@@ -282,9 +356,46 @@ def provenance_section() -> list[str]:
     return lines + [""]
 
 
+def iteration_cost_section() -> list[str]:
+    """The cost of one papers' iteration per algorithm (one benchmark run per host) and the return bought with it."""
+    lines = ["#### Cost of an iteration, and the return bought with it", ""]
+    cost_runs = load_cost_runs(RESULTS / "iteration-cost", suite="iteration_cost")
+    if not cost_runs:
+        return lines + [f"No iteration-cost benchmark is committed yet: `{ITERATION_COST_COMMAND}`.", ""]
+    for cost_run in cost_runs:
+        rows = []
+        for experiment in (e for e in EXPERIMENTS if e.protocol == "papers"):
+            by_algo = group_runs(finished_runs(experiment)).get(experiment.env_id, {})
+            labels = {a: a for a in experiment.algos if a in by_algo}
+            finals = {a: float(np.mean([r.final_return for r in by_algo[a]])) for a in labels}
+            areas = {a: float(np.mean([mean_over_training(r) for r in by_algo[a]])) for a in labels}
+            rows += return_for_cost_rows(experiment.env_id, finals, areas, labels, cost_run)
+        lines += iteration_cost_table(cost_run) + [""]
+        if rows:
+            lines += ["Return for its cost: each algorithm's mean return over its finished seeds divided by its "
+                      "iteration cost relative to dacer2; a price tag beside the return, not a prediction of what "
+                      "the cheaper algorithm would reach with dacer2's budget.", "",
+                      RETURN_FOR_COST_HEADER[0].replace("cost per update", "cost per iteration"),
+                      RETURN_FOR_COST_HEADER[1], *rows, ""]
+    return lines
+
+
+def papers_block() -> list[str]:
+    lines = ["### The papers' protocol: 20 envs per iteration, 1 update each", "",
+             "`dacer2-train --protocol papers --total-steps 2000000`: 100k iterations, each stepping 20 envs and "
+             "making one update (2M env steps, 100k updates), the presets as they are, seeds 0-2, evaluated every "
+             "2,500 iterations (10 episodes of the deterministic policy). Each task's 1-env rows (100k env steps, "
+             "100k updates) are drawn on the same iteration axis.", ""]
+    for experiment in (e for e in EXPERIMENTS if e.protocol == "papers"):
+        lines += experiment_section(experiment)
+    return lines + iteration_cost_section()
+
+
 def generated_block() -> str:
     lines = [BEGIN, ""]
-    for experiment in EXPERIMENTS:
+    lines += papers_block()
+    lines += ["### The 1-env protocol: one env step and one update per iteration", ""]
+    for experiment in (e for e in EXPERIMENTS if e.protocol != "papers"):
         lines += experiment_section(experiment)
     lines += cost_section()
     lines += few_steps_section()

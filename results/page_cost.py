@@ -14,6 +14,7 @@ from pathlib import Path
 
 COST_DIR = Path(__file__).resolve().parent / "algo-cost"
 COMMAND = "pytest benchmarks/test_bench_algo_cost.py --bench-results results/algo-cost"
+ITERATION_COMMAND = "pytest benchmarks/test_bench_iteration_cost.py --bench-results results/iteration-cost"
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,12 @@ class CostRun:
     costs: dict[tuple[str, str], UpdateCost]  # (env_id, algo) -> cost
 
 
-def load_cost_runs(folder: Path = COST_DIR) -> list[CostRun]:
+def load_cost_runs(folder: Path = COST_DIR, suite: str = "algo_cost") -> list[CostRun]:
     """One CostRun per committed CSV (one per host the benchmark ran on)."""
     runs = []
     for path in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
         with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r["suite"] == "algo_cost" and r["median_ms"]]
+            rows = [r for r in csv.DictReader(f) if r["suite"] == suite and r["median_ms"]]
         if not rows:
             continue
         base = {r["mode"]: float(r["median_ms"]) for r in rows if r["backend"] == "dacer2"}
@@ -60,6 +61,21 @@ def cost_table(run: CostRun) -> list[str]:
              "| task | algorithm | what it runs | update (ms) | cost relative to dacer2 |", "|---|---|---|---:|---:|"]
     for (env_id, algo), cost in run.costs.items():
         lines.append(f"| {env_id} | {algo} | {cost.note.split(' rounds=')[0]} | {cost.ms:.1f} | {cost.relative:.2f} |")
+    return lines
+
+
+def iteration_cost_table(run: CostRun) -> list[str]:
+    lines = [f"One benchmark run on **{run.host}**, {run.date}, commit {run.commit}, {run.threads} torch thread, the "
+             f"training runs paused (`{ITERATION_COMMAND}`). A row is the compute of a `dacer2-train --protocol papers "
+             "--env-id ENV --algo ALGO` run: its policy acting for 20 envs, 20 real envs stepping into the replay "
+             "buffer, and one update, averaged over an iteration with the policy step and one without, the "
+             "algorithms of a task in interleaved rounds. Only the ratios are meant to travel: the milliseconds are "
+             "this host's.", "",
+             "| task | algorithm | where an iteration's time goes | iteration (ms) | cost relative to dacer2 |",
+             "|---|---|---|---:|---:|"]
+    for (env_id, algo), cost in run.costs.items():
+        split = cost.note.split("; ")[1] if "; " in cost.note else ""
+        lines.append(f"| {env_id} | {algo} | {split} | {cost.ms:.1f} | {cost.relative:.2f} |")
     return lines
 
 

@@ -102,7 +102,8 @@ def test_page_tables_verdicts_and_missing_rows(page_builder):
     assert cells[1] == "0: +800, 1: +880, 2: +860" and cells[2].startswith("847 [") and cells[3] == "yes, dacer2 higher"
     assert (page_builder.FIGURES / "results_hopper-100k.png").stat().st_size > 10_000
     missing = text[text.index("### Rows still missing"):]
-    assert "dacer2-no-qgrad: 0 1 2" in missing and "dacer2: 0" not in missing.splitlines()[4]
+    hopper = next(line for line in missing.splitlines() if line.startswith("| Hopper-v5, 100k env steps |"))
+    assert "dacer2-no-qgrad: 0 1 2" in hopper and "dacer2: 0" not in hopper
     assert "--out-dir results/hopper-100k" in missing
     # Regenerating from the same files gives the same page.
     page_builder.main()
@@ -113,9 +114,10 @@ def test_welch_interval_against_a_hand_computed_case(page_builder):
     a, b = np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.0])
     diff, low, high = page_builder.welch_interval(a, b)
     se = math.sqrt(1.0 / 3 + 4.0 / 3)  # variances 1 and 4, three seeds each
-    df = (5.0 / 3) ** 2 / ((1.0 / 3) ** 2 / 2 + (4.0 / 3) ** 2 / 2)  # 2.94 -> 2
-    assert int(df) == 2
-    assert diff == -2.0 and high - diff == pytest.approx(4.303 * se)
+    df = (5.0 / 3) ** 2 / ((1.0 / 3) ** 2 / 2 + (4.0 / 3) ** 2 / 2)  # 2.94, used as it is (not rounded down to 2)
+    assert df == pytest.approx(2.941176, abs=1e-6)
+    # t_{0.975, 2.941176} = 3.218759 (scipy.stats.t.ppf), between the table's 4.303 (df 2) and 3.182 (df 3)
+    assert diff == -2.0 and high - diff == pytest.approx(3.218759 * se, rel=1e-6)
     assert low < 0 < high  # these three seeds do not separate the two
 
 
@@ -257,3 +259,32 @@ def test_provenance_table_names_what_each_result_json_recorded(page_builder):
     cells = [c.strip() for c in row.strip("|").split("|")]
     # seed order; a host or code that a run did not record is said so, and repeated values are named once
     assert cells[2:] == ["10, 20, 30", "not recorded; CPU X (family 1 model 2)", "not recorded; dacer2 0.1.0, git abc1234"]
+
+
+def test_papers_protocol_section_counts_iterations_and_shows_the_1_env_rows(page_builder):
+    papers = page_builder.RESULTS / "walker2d-papers-100k" / "runs"
+    one_env = page_builder.RESULTS / "walker2d-100k" / "runs"
+    for seed, high in enumerate((3000, 3400, 3200)):
+        for algo, top in (("dacer2", high), ("gaussian", high - 1000)):
+            run = fake_run(papers, f"Walker2d-v5__{algo}__{seed}", "Walker2d-v5", algo, seed, [10, 900, top],
+                           step=50_000)
+            config = json.loads((run / "config.json").read_text())
+            (run / "config.json").write_text(json.dumps({**config, "num_envs": 20, "protocol": "papers"}))
+            (run / "result.json").write_text("{}")
+        for algo in ("dacer2", "dacer2-no-qgrad"):
+            run = fake_run(one_env, f"Walker2d-v5__{algo}__{seed}", "Walker2d-v5", algo, seed, [10, 300, 500 + seed],
+                           step=50_000)
+            (run / "result.json").write_text("{}")
+    assert page_builder.main() == 0
+    text = page_builder.PAGE.read_text()
+    section = text[text.index("#### Walker2d-v5, the papers' protocol, 100k iterations of 20 envs (2M env steps)"):]
+    section = section[:section.index("\n#### ", 10)]
+    # Indexed by iteration, env steps beside: 150,000 env steps of 20 envs are 7,500 iterations.
+    assert "| dacer2 | 7,500 (150,000) | 3 | 3200 +- 200 |" in section
+    assert "| dacer2 (1 env) | 150,000 (150,000) | 3 |" in section and "| dacer | 100,000 (2,000,000) | 0 | missing |" in section
+    compared = {line.split("|")[1].strip() for line in section.splitlines()
+                if line.startswith("|") and " - " in line.split("|")[1]}
+    # Within the protocol, and each algorithm against its own 1-env rows; never 1-env rows against each other.
+    assert compared == {"dacer2 - gaussian", "dacer2 - dacer2 (1 env)"}
+    assert (page_builder.FIGURES / "results_walker2d-papers-100k.png").stat().st_size > 10_000
+    assert "1.5M iterations" in section and "num_vec_envs=20" in section

@@ -9,6 +9,7 @@ minimum to maximum instead: where every seed lies, claiming nothing about the me
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,11 +26,56 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 
 
 Band = Literal["ci95", "range"]
+XAxis = Literal["env_steps", "iterations"]
+X_LABELS = {"env_steps": "environment steps", "iterations": "iterations (one step of every training env + its updates)"}
 BAND_LABELS = {"ci95": "band: 95% t-interval of the mean", "range": "band: min to max over seeds"}
 
 
-def t975(df: int) -> float:
-    return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
+def t975(df: float) -> float:
+    """The two-sided 95% Student-t quantile t_{0.975, df}. An integer df reads the table above (1.96 beyond 30);
+    a fractional df (a Welch-Satterthwaite df) is solved to float precision: the t where the two-sided tail
+    I_{df/(df+t^2)}(df/2, 1/2), the regularized incomplete beta function, equals 0.05, found by bisection."""
+    if float(df).is_integer():
+        df = int(df)
+        return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
+    if not df > 0:
+        raise ValueError(f"t975 needs df > 0, got {df}")
+
+    def incomplete_beta(x: float, a: float, b: float) -> float:
+        # I_x(a, b) by its continued fraction (modified Lentz), on the side of x where it converges fast.
+        if x <= 0.0 or x >= 1.0:
+            return 0.0 if x <= 0.0 else 1.0
+        if x > (a + 1.0) / (a + b + 2.0):
+            return 1.0 - incomplete_beta(1.0 - x, b, a)
+        front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+        tiny = 1e-300
+        c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        f = d
+        for m in range(1, 500):
+            for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                              -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+                d = 1.0 + numerator * d
+                d = 1.0 / (d if abs(d) > tiny else tiny)
+                c = 1.0 + numerator / c
+                c = c if abs(c) > tiny else tiny
+                f *= c * d
+            if abs(c * d - 1.0) < 1e-15:
+                break
+        return front * f
+
+    def two_sided_tail(t: float) -> float:
+        return incomplete_beta(df / (df + t * t), df / 2.0, 0.5)
+
+    low, high = 0.0, 2.0
+    while two_sided_tail(high) > 0.05:
+        high *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        if mid in (low, high):
+            break
+        low, high = (mid, high) if two_sided_tail(mid) > 0.05 else (low, mid)
+    return 0.5 * (low + high)
 
 
 @dataclass
@@ -78,8 +124,11 @@ def legend_title(seed_counts: list[int], band: Band) -> str:
 
 
 def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None = None,
-                         ylim: tuple[float, float] | None = None, band: Band = "ci95"):
-    """Draw and save the figure; returns it (closed: for reading its axes, not for showing)."""
+                         ylim: tuple[float, float] | None = None, band: Band = "ci95", x: XAxis = "env_steps"):
+    """Draw and save the figure; returns it (closed: for reading its axes, not for showing). `x` is the
+    horizontal axis: env steps, or iterations (steps of all of a run's training envs, the papers' axis)."""
+    if x == "iterations":
+        runs = [dataclasses.replace(r, eval_steps=r.eval_iterations, num_envs=1) for r in runs]
     import matplotlib
 
     matplotlib.use("Agg")  # headless: files only, never a window
@@ -102,7 +151,7 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
             if curve.num_runs > 1:
                 ax.fill_between(curve.steps, curve.low, curve.high, color=colors[algo], alpha=0.2, linewidth=0)
         ax.set_title(env_id)
-        ax.set_xlabel("environment steps")
+        ax.set_xlabel(X_LABELS[x])
         ax.set_ylabel("evaluation return")
         ax.grid(alpha=0.3)
         if ylim is not None:
@@ -176,11 +225,11 @@ def markdown_summary(runs: list[Run]) -> str:
 
 def write_report(runs: list[Run], out_dir: Path, name: str, formats: tuple[str, ...] = ("png",),
                  title: str | None = None, ylim: tuple[float, float] | None = None,
-                 band: Band = "ci95") -> tuple[str, list[Path]]:
+                 band: Band = "ci95", x: XAxis = "env_steps") -> tuple[str, list[Path]]:
     """The learning-curve figure(s), per-run and per-algorithm CSVs and the markdown summary under out_dir.
     Returns the summary and the files written."""
     figures = [out_dir / f"{name}.{fmt}" for fmt in formats]
-    plot_learning_curves(runs, figures, title, ylim, band)
+    plot_learning_curves(runs, figures, title, ylim, band, x)
     write_csv(out_dir / f"{name}_runs.csv", run_rows(runs), RUN_COLUMNS)
     write_csv(out_dir / f"{name}_summary.csv", algo_rows(runs), ALGO_COLUMNS)
     summary = markdown_summary(runs)

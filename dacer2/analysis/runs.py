@@ -34,6 +34,12 @@ class Run:
     eval_steps: np.ndarray  # env steps of each evaluation
     eval_mean: np.ndarray
     eval_std: np.ndarray
+    num_envs: int = 1  # training envs stepped per iteration (20 in the papers' protocol)
+
+    @property
+    def eval_iterations(self) -> np.ndarray:
+        """Iterations (steps of all training envs) of each evaluation: the papers' x-axis."""
+        return np.ceil(self.eval_steps / self.num_envs)
 
     @property
     def final_return(self) -> float:
@@ -91,7 +97,7 @@ def load_run(run_dir: str | Path) -> Run:
     except (json.JSONDecodeError, KeyError, ValueError) as exc:
         raise RunError(f"{run_dir}: unreadable config.json or metrics.csv ({exc})") from exc
     return Run(run_dir, str(config.get("env_id", "?")), run_label(run_dir, config), int(config.get("seed", 0)),
-               steps, mean, std)
+               steps, mean, std, int(config.get("num_envs") or 1))
 
 
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:

@@ -31,6 +31,9 @@ class PlotConfig:
     """Figure title (default: none)."""
     ylim: Annotated[Unset[tuple[float, float]], tyro.conf.arg(metavar="LOW HIGH")] = None
     """Y-axis range LOW HIGH for every panel (default: fit the data), e.g. to zoom past a very negative start."""
+    x: Literal["env-steps", "iterations"] = "env-steps"
+    """Horizontal axis: env steps (summed over a run's training envs), or iterations, each a step of every training env
+plus its updates (the papers' axis: runs of --protocol papers step 20 envs per iteration)."""
     band: Literal["ci95", "range"] = "ci95"
     """Shaded band around each mean curve: ci95, the 95% Student-t confidence interval of the mean over seeds; or range,
 every seed's minimum to maximum (clearer with 2-3 seeds, where the t-interval is very wide)."""
@@ -55,7 +58,7 @@ def plot_main(argv: list[str] | None = None) -> int:
     if empty:
         print(f"dacer2-plot: skipping runs without evaluations: {', '.join(empty)}", file=sys.stderr)
     summary, written = write_report(runs, Path(cfg.out_dir), cfg.name, cfg.formats, cfg.title, cfg.ylim,
-                                    cfg.band)
+                                    cfg.band, cfg.x.replace("-", "_"))
     print(summary)
     print("wrote " + ", ".join(map(str, written)))
     return 0

@@ -114,3 +114,31 @@ def test_two_seeds_keep_the_band_and_say_which(tmp_path):
     assert len(ax.collections) == 1
     assert ax.get_legend().get_title().get_text().endswith("95% t-interval of the mean; n=1: no band")
 
+
+
+def test_curves_of_multi_env_runs_can_be_drawn_against_iterations(tmp_path):
+    from dacer2.analysis.plotting import plot_learning_curves
+    from dacer2.analysis.runs import load_run
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text('{"env_id": "Hopper-v5", "algo": "dacer2", "seed": 0, "num_envs": 20}')
+    (run / "metrics.csv").write_text("env_steps,eval_return_mean\n0,1\n20000,2\n40000,3\n")
+    loaded = load_run(run)
+    assert list(loaded.eval_iterations) == [0, 1000, 2000]
+    fig = plot_learning_curves([loaded], [tmp_path / "it.png"], x="iterations")
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("iterations") and list(ax.lines[0].get_xdata()) == [0, 1000, 2000]
+    fig = plot_learning_curves([loaded], [tmp_path / "steps.png"])
+    assert fig.axes[0].get_xlabel() == "environment steps" and fig.axes[0].lines[0].get_xdata()[-1] == 40000
+
+
+def test_t975_at_a_fractional_df_is_the_exact_quantile():
+    # Integer df keep the table's values; a Welch-Satterthwaite df between them gets the exact quantile
+    # (references: scipy.stats.t.ppf(0.975, df)), not the next integer's.
+    assert t975(1) == 12.706 and t975(2) == 4.303 and t975(2.0) == 4.303 and t975(30) == 2.042 and t975(31) == 1.96
+    for df, expected in ((1.5, 6.016663104427929), (2.5, 3.5746548420036817), (3.7, 2.8675207071911895),
+                         (45.5, 2.0134926829292743)):
+        assert t975(df) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError):
+        t975(-0.5)
