@@ -230,7 +230,9 @@ def _cpu_model() -> tuple[str, str, str]:
     # VMs report bare names ("AMD EPYC") for different generations: the tier keeps their files apart
     tier = " ".join(bf16) or ("avx512" if avx512 else "")
     units = f", bf16: {' '.join(bf16)}" if bf16 else ", no bf16 hardware"
-    return model, f"{model} ({os.cpu_count()} cores{avx512}{units})", tier
+    # VMs name different CPU generations alike: the family/model numbers say which one timed the rows.
+    generation = f"family {cpuinfo_field('cpu family') or '?'} model {cpuinfo_field('model') or '?'}, "
+    return model, f"{model} ({generation}{os.cpu_count()} cores{avx512}{units})", tier
 
 
 def device_name(device: str) -> str:
