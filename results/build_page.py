@@ -293,6 +293,19 @@ def _seed_matched_table(by_algo: dict[str, list[Run]], algos: list[str],
             *rows]
 
 
+def _returns_for_cost(experiments: list[Experiment], cost_run) -> list[str]:
+    """Return-per-cost rows: each experiment's mean final return and mean over training per algorithm, divided by
+    that algorithm's cost relative to dacer2 in one benchmark run."""
+    rows = []
+    for experiment in experiments:
+        by_algo = group_runs(finished_runs(experiment)).get(experiment.env_id, {})
+        labels = {experiment.labelled(a): a for a in experiment.algos if experiment.labelled(a) in by_algo}
+        finals = {label: float(np.mean([r.final_return for r in by_algo[label]])) for label in labels}
+        areas = {label: float(np.mean([mean_over_training(r) for r in by_algo[label]])) for label in labels}
+        rows += return_for_cost_rows(experiment.env_id, finals, areas, labels, cost_run)
+    return rows
+
+
 def cost_section() -> list[str]:
     """Each algorithm's update cost relative to dacer2 (one benchmark run per host) and the return per unit of it."""
     lines = ["### Cost of an update, and the return bought with it", ""]
@@ -300,13 +313,7 @@ def cost_section() -> list[str]:
     if not cost_runs:
         return lines + [f"No cost benchmark is committed yet: `{COST_COMMAND}`.", ""]
     for cost_run in cost_runs:
-        rows = []
-        for experiment in (e for e in EXPERIMENTS if e.costed):
-            by_algo = group_runs(finished_runs(experiment)).get(experiment.env_id, {})
-            labels = {experiment.labelled(a): a for a in experiment.algos if experiment.labelled(a) in by_algo}
-            finals = {label: float(np.mean([r.final_return for r in by_algo[label]])) for label in labels}
-            areas = {label: float(np.mean([mean_over_training(r) for r in by_algo[label]])) for label in labels}
-            rows += return_for_cost_rows(experiment.env_id, finals, areas, labels, cost_run)
+        rows = _returns_for_cost([e for e in EXPERIMENTS if e.costed and e.protocol != "papers"], cost_run)
         lines += cost_table(cost_run) + [""]
         if rows:
             lines += ["Return for its cost: each algorithm's mean return over its finished seeds divided by its update "
@@ -363,13 +370,7 @@ def iteration_cost_section() -> list[str]:
     if not cost_runs:
         return lines + [f"No iteration-cost benchmark is committed yet: `{ITERATION_COST_COMMAND}`.", ""]
     for cost_run in cost_runs:
-        rows = []
-        for experiment in (e for e in EXPERIMENTS if e.protocol == "papers"):
-            by_algo = group_runs(finished_runs(experiment)).get(experiment.env_id, {})
-            labels = {a: a for a in experiment.algos if a in by_algo}
-            finals = {a: float(np.mean([r.final_return for r in by_algo[a]])) for a in labels}
-            areas = {a: float(np.mean([mean_over_training(r) for r in by_algo[a]])) for a in labels}
-            rows += return_for_cost_rows(experiment.env_id, finals, areas, labels, cost_run)
+        rows = _returns_for_cost([e for e in EXPERIMENTS if e.protocol == "papers"], cost_run)
         lines += iteration_cost_table(cost_run) + [""]
         if rows:
             lines += ["Return for its cost: each algorithm's mean return over its finished seeds divided by its "

@@ -52,31 +52,30 @@ def load_cost_runs(folder: Path = COST_DIR, suite: str = "algo_cost") -> list[Co
     return runs
 
 
-def cost_table(run: CostRun) -> list[str]:
-    lines = [f"One benchmark run on **{run.host}**, {run.date}, commit {run.commit}, {run.threads} torch thread, the "
-             f"two training runs paused (`{COMMAND}`). A row is the agent `dacer2-train --env-id ENV --algo ALGO` "
-             "builds, timed over an average update (one with the policy step, one critic-only), the four "
-             "algorithms of a task in interleaved rounds. Only the ratios are meant to travel: the milliseconds "
-             "are this host's.", "",
-             "| task | algorithm | what it runs | update (ms) | cost relative to dacer2 |", "|---|---|---|---:|---:|"]
+def _timed_table(run: CostRun, how: str, columns: tuple[str, str], detail) -> list[str]:
+    """One benchmark run's rows with its host, date and commit; `detail(note)` is the third column."""
+    lines = [f"One benchmark run on **{run.host}**, {run.date}, commit {run.commit}, {run.threads} torch thread, "
+             f"{how} Only the ratios are meant to travel: the milliseconds are this host's.", "",
+             f"| task | algorithm | {columns[0]} | {columns[1]} (ms) | cost relative to dacer2 |", "|---|---|---|---:|---:|"]
     for (env_id, algo), cost in run.costs.items():
-        lines.append(f"| {env_id} | {algo} | {cost.note.split(' rounds=')[0]} | {cost.ms:.1f} | {cost.relative:.2f} |")
+        lines.append(f"| {env_id} | {algo} | {detail(cost.note)} | {cost.ms:.1f} | {cost.relative:.2f} |")
     return lines
+
+
+def cost_table(run: CostRun) -> list[str]:
+    return _timed_table(
+        run, f"the two training runs paused (`{COMMAND}`). A row is the agent `dacer2-train --env-id ENV --algo ALGO` "
+        "builds, timed over an average update (one with the policy step, one critic-only), the four algorithms of a "
+        "task in interleaved rounds.", ("what it runs", "update"), lambda note: note.split(" rounds=")[0])
 
 
 def iteration_cost_table(run: CostRun) -> list[str]:
-    lines = [f"One benchmark run on **{run.host}**, {run.date}, commit {run.commit}, {run.threads} torch thread, the "
-             f"training runs paused (`{ITERATION_COMMAND}`). A row is the compute of a `dacer2-train --protocol papers "
-             "--env-id ENV --algo ALGO` run: its policy acting for 20 envs, 20 real envs stepping into the replay "
-             "buffer, and one update, averaged over an iteration with the policy step and one without, the "
-             "algorithms of a task in interleaved rounds. Only the ratios are meant to travel: the milliseconds are "
-             "this host's.", "",
-             "| task | algorithm | where an iteration's time goes | iteration (ms) | cost relative to dacer2 |",
-             "|---|---|---|---:|---:|"]
-    for (env_id, algo), cost in run.costs.items():
-        split = cost.note.split("; ")[1] if "; " in cost.note else ""
-        lines.append(f"| {env_id} | {algo} | {split} | {cost.ms:.1f} | {cost.relative:.2f} |")
-    return lines
+    return _timed_table(
+        run, f"the training runs paused (`{ITERATION_COMMAND}`). A row is the compute of a `dacer2-train --protocol "
+        "papers --env-id ENV --algo ALGO` run: its policy acting for 20 envs, 20 real envs stepping into the replay "
+        "buffer, and one update, averaged over an iteration with the policy step and one without, the algorithms of "
+        "a task in interleaved rounds.", ("where an iteration's time goes", "iteration"),
+        lambda note: note.split("; ")[1] if "; " in note else "")
 
 
 def return_for_cost_rows(env_id: str, finals: dict[str, float], areas: dict[str, float], base_algo: dict[str, str],
