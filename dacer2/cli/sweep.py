@@ -18,6 +18,9 @@ def trial_overrides(args: list[str]) -> dict:
         name = arg.split("=", 1)[0]
         if name.startswith("--") and name[2:].replace("-", "_") in NOT_OVERRIDABLE:
             raise SweepError(f"{name} is set per trial by the sweep; use --algos, --env-ids and --seeds for the grid")
+        if name == "--overwrite":  # a sweep continues its trials; starting one over means removing its folder
+            raise SweepError("--overwrite does not apply to sweeps: a re-run continues every trial from its "
+                             "checkpoints; delete a trial's run directory to start it over")
     parsed = tyro.cli(TrainConfig, args=args, prog="dacer2-sweep [sweep options]")
     defaults = TrainConfig()
     return {f.name: getattr(parsed, f.name) for f in dataclasses.fields(TrainConfig)

@@ -60,6 +60,10 @@ def test_cli_trial_options_become_overrides_and_grid_fields_are_refused():
     for flag in (["--seed", "3"], ["--env-id=Hopper-v5"], ["--algo", "dacer"], ["--run-dir", "x"], ["--resume", "x"]):
         with pytest.raises(SweepError, match="set per trial by the sweep"):
             trial_overrides(flag)
+    with pytest.raises(SweepError, match="--overwrite does not apply to sweeps"):
+        trial_overrides(["--overwrite"])
+    # The papers' protocol is a trial option like any other.
+    assert trial_overrides(["--protocol", "papers"]) == {"protocol": "papers"}
 
 
 def test_trials_use_the_threads_and_device_ray_reserves_unless_told_otherwise():
