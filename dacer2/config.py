@@ -158,7 +158,8 @@ process-wide; docs/performance.md, "Host memory")."""
     # --- checkpoints and resume ------------------------------------------------------------------------------------
     resume: Unset[str] = None
     """Continue the run in this run directory from its newest checkpoint instead of starting a new run (its saved config
-is used; only --total-steps, --progress, --torch-threads, --cuda-graphs and --keep-freed-memory may be changed)."""
+is used; only --total-steps, --progress, --torch-threads, --device, --cuda-graphs and --keep-freed-memory may be
+changed)."""
     checkpoint_every: int = 10_000
     """Write a checkpoint every this many environment steps (also at the end and on SIGINT/SIGTERM)."""
     keep_checkpoints: int = 3

@@ -22,8 +22,9 @@ from dacer2.config import TrainConfig
 from dacer2.train.loop_state import LoopState
 from dacer2.train.training_run import TrainingRun
 
-# Fields a resume may change: they do not alter the algorithm.
-RESUME_OVERRIDABLE = ("total_steps", "progress", "torch_threads", "cuda_graphs", "keep_freed_memory")
+# Fields a resume may change: they do not alter the algorithm. The device among them: config.json names the one a run
+# ran on, and a run from a GPU may continue on a CPU (--device auto, the default, picks what this machine has).
+RESUME_OVERRIDABLE = ("total_steps", "progress", "torch_threads", "device", "cuda_graphs", "keep_freed_memory")
 
 
 @dataclasses.dataclass

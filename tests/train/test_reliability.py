@@ -128,6 +128,10 @@ def test_config_json_names_the_device_and_backend_that_ran(tmp_path):
     train(TrainConfig(**{**TINY, "backend": "auto", "device": "auto"}, total_steps=150, run_dir=str(tmp_path / "r")))
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["device"] == "cpu" and config["backend"] in ("fused", "reference")
+    # A run recorded on a GPU continues on this CPU: --device auto (the default) picks what the machine has.
+    (tmp_path / "r" / "config.json").write_text(json.dumps({**config, "device": "cuda"}))
+    assert train(TrainConfig(resume=str(tmp_path / "r"), total_steps=200, progress=False)).env_steps == 200
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["device"] == "cpu"
 
 
 def test_resume_rejects_a_checkpoint_of_another_task(tmp_path):
