@@ -43,8 +43,10 @@ Algo = Literal[tuple(ALGO_PRESETS)]  # type: ignore[valid-type]  # the CLI's cho
 # run; we evaluate every 2,500 iterations so that runs shorter than the papers' still draw a curve.
 # Budgets and evaluation periods are in iterations here and become env steps (x num_envs) when resolved.
 PROTOCOLS: dict[str, dict] = {
-    "sac": dict(num_envs=1, updates_per_step=1, eval_every_iterations=2_000),
-    "papers": dict(num_envs=20, updates_per_step=1, total_iterations=1_500_000, eval_every_iterations=2_500),
+    "sac": dict(num_envs=1, updates_per_step=1, eval_every_iterations=2_000, checkpoint_every_iterations=10_000),
+    # Checkpoints every 5,000 iterations: 20x the data per iteration makes a --save-buffer checkpoint 20x larger.
+    "papers": dict(num_envs=20, updates_per_step=1, total_iterations=1_500_000, eval_every_iterations=2_500,
+                   checkpoint_every_iterations=5_000),
 }
 Protocol = Literal[tuple(PROTOCOLS)]  # type: ignore[valid-type]
 
@@ -160,8 +162,9 @@ process-wide; docs/performance.md, "Host memory")."""
     """Continue the run in this run directory from its newest checkpoint instead of starting a new run (its saved config
 is used; only --total-steps, --progress, --torch-threads, --device, --cuda-graphs and --keep-freed-memory may be
 changed)."""
-    checkpoint_every: int = 10_000
-    """Write a checkpoint every this many environment steps (also at the end and on SIGINT/SIGTERM)."""
+    checkpoint_every: Unset[int] = None
+    """Write a checkpoint every this many environment steps, also at the end and on SIGINT/SIGTERM (default: once
+every 10000 iterations with the sac protocol, every 5000 with papers, i.e. 100000 env steps at 20 envs)."""
     keep_checkpoints: int = 3
     """Keep this many most recent periodic checkpoints."""
     save_buffer: bool = False
@@ -289,7 +292,8 @@ papers; 250 in the quick-start preset)."""
     def validate(self) -> None:
         checks = [
             (self.total_steps is None or self.total_steps > 0, f"--total-steps must be positive, got {self.total_steps}"),
-            (self.checkpoint_every > 0 and self.keep_checkpoints > 0, "--checkpoint-every and --keep-checkpoints must be positive"),
+            ((self.checkpoint_every is None or self.checkpoint_every > 0) and self.keep_checkpoints > 0,
+             "--checkpoint-every and --keep-checkpoints must be positive"),
             (self.num_envs is None or self.num_envs > 0, f"--num-envs must be positive, got {self.num_envs}"),
             (self.updates_per_step is None or self.updates_per_step >= 0,
              f"--updates-per-step must be >= 0, got {self.updates_per_step}"),
@@ -334,8 +338,8 @@ papers; 250 in the quick-start preset)."""
 
 
 def _apply_protocol(cfg: TrainConfig, env_total_steps: int) -> None:
-    """Fill the loop's shape from --protocol where the user left it unset: envs, updates, budget, evaluation period
-    (the protocol's iteration counts become env steps at the resolved number of envs)."""
+    """Fill the loop's shape from --protocol where the user left it unset: envs, updates, budget, evaluation and
+    checkpoint periods (the protocol's iteration counts become env steps at the resolved number of envs)."""
     protocol = PROTOCOLS[cfg.protocol]
     if cfg.num_envs is None:
         cfg.num_envs = protocol["num_envs"]
@@ -346,6 +350,8 @@ def _apply_protocol(cfg: TrainConfig, env_total_steps: int) -> None:
         cfg.total_steps = env_total_steps if iterations is None else iterations * max(cfg.num_envs, 1)
     if cfg.eval_every is None:
         cfg.eval_every = protocol["eval_every_iterations"] * max(cfg.num_envs, 1)
+    if cfg.checkpoint_every is None:
+        cfg.checkpoint_every = protocol["checkpoint_every_iterations"] * max(cfg.num_envs, 1)
 
 
 def iterations(env_steps: int, num_envs: int) -> int:

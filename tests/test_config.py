@@ -89,10 +89,11 @@ def test_papers_protocol_sets_envs_updates_budget_and_eval_period():
     assert (papers.num_envs, papers.updates_per_step) == (20, 1)
     assert papers.total_steps == 1_500_000 * 20  # 1.5M iterations, 30M env steps
     assert papers.eval_every == 2_500 * 20
+    assert papers.checkpoint_every == 5_000 * 20  # a saved buffer fills 20x faster: checkpoints come less often
     assert papers.learning_starts == 200_000  # the warm-up counts transitions, as the DACER code does
     sac = TrainConfig(env_id="HalfCheetah-v5").resolved()
-    assert (sac.protocol, sac.num_envs, sac.updates_per_step, sac.total_steps, sac.eval_every) == (
-        "sac", 1, 1, 1_000_000, 2_000)
+    assert (sac.protocol, sac.num_envs, sac.updates_per_step, sac.total_steps, sac.eval_every, sac.checkpoint_every) == (
+        "sac", 1, 1, 1_000_000, 2_000, 10_000)
 
 
 def test_papers_protocol_values_stay_overridable():
