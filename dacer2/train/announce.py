@@ -37,7 +37,9 @@ def start_block(cfg: TrainConfig, run_dir, resumed_at: int | None, precision: st
     else:
         work = (f"{planned_updates(cfg):,} updates after a warm-up of {cfg.learning_starts:,} random transitions "
                 f"({iterations(cfg.learning_starts, cfg.num_envs):,} iterations)")
-    threads = cfg.torch_threads or __import__("torch").get_num_threads()
+    import torch
+
+    threads = cfg.torch_threads or torch.get_num_threads()
     return "\n".join([
         f"dacer2-train: {cfg.algo} on {cfg.env_id}, seed {cfg.seed}, protocol {cfg.protocol}",
         f"  run dir   {run_dir}   (curves: tensorboard --logdir {run_dir})",
