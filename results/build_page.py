@@ -182,6 +182,10 @@ def experiment_section(experiment: Experiment) -> list[str]:
     lines = [f"#### {experiment.title}", ""]
     if papers and experiment.env_id in PAPER_ENDPOINTS:
         lines += [PAPER_ENDPOINTS[experiment.env_id], ""]
+    if papers and not compared:
+        lines += ["This task has no finished 1-env row to show beside these"
+                  + (f" ({', '.join(experiment.one_env_rows)}: see the missing rows)." if experiment.one_env_rows
+                     else " (none is planned)."), ""]
     if not finished:
         return lines + ["No finished run yet (see the missing rows below).", ""]
     figure = FIGURES / f"results_{experiment.name}.png"
