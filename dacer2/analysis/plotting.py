@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,8 +160,8 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
         ax.legend(fontsize=8, loc="best", title=legend_title(seed_counts, band), title_fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
+    if title:  # wrapped to the figure's width: a one-panel figure is narrower than a long title
+        fig.suptitle("\n".join(textwrap.wrap(title, 45 * cols)))
     fig.tight_layout()
     for path in outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
