@@ -124,6 +124,9 @@ def legend_title(seed_counts: list[int], band: Band) -> str:
     return title + ("; n=1: no band" if min(seed_counts) < 2 else "")
 
 
+MAX_CURVES_UNDER_LEGEND = 4  # more curves than this and the legend goes beside the axes
+
+
 def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None = None,
                          ylim: tuple[float, float] | None = None, band: Band = "ci95", x: XAxis = "env_steps"):
     """Draw and save the figure; returns it (closed: for reading its axes, not for showing). `x` is the
@@ -141,7 +144,8 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
     n = len(groups)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 3.6 * rows), squeeze=False)
+    legend_width = 3.2 if any(len(by_algo) > MAX_CURVES_UNDER_LEGEND for by_algo in groups.values()) else 0.0
+    fig, axes = plt.subplots(rows, cols, figsize=((5.0 + legend_width) * cols, 3.6 * rows), squeeze=False)
     for ax, (env_id, by_algo) in zip(axes.flat, groups.items()):
         seed_counts = []
         for algo, algo_runs in by_algo.items():
@@ -157,7 +161,11 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
         ax.grid(alpha=0.3)
         if ylim is not None:
             ax.set_ylim(*ylim)
-        ax.legend(fontsize=8, loc="best", title=legend_title(seed_counts, band), title_fontsize=8)
+        legend = dict(fontsize=8, title=legend_title(seed_counts, band), title_fontsize=8)
+        if len(by_algo) > MAX_CURVES_UNDER_LEGEND:  # a box of many curves hides them wherever it sits
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **legend)
+        else:
+            ax.legend(loc="best", **legend)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     if title:  # wrapped to the figure's width: a one-panel figure is narrower than a long title

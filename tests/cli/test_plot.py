@@ -115,6 +115,20 @@ def test_two_seeds_keep_the_band_and_say_which(tmp_path):
     assert ax.get_legend().get_title().get_text().endswith("95% t-interval of the mean; n=1: no band")
 
 
+@pytest.mark.parametrize("num_algos, outside", [(4, False), (6, True)])
+def test_a_legend_of_many_curves_sits_beside_the_axes(tmp_path, num_algos, outside):
+    """Six curves' legend inside the axes hides most of them: past four it moves out to the right."""
+    runs = [load_run(fake_run(tmp_path, f"a{i}", "Hopper-v5", f"algo{i}", 0, [10 * i, 50, 90])) for i in range(num_algos)]
+    fig = plot_learning_curves(runs, [tmp_path / "many.png"])
+    (ax,) = fig.axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the returned figure is closed: measure it on a fresh canvas
+    legend_box = ax.get_legend().get_window_extent(renderer)
+    axes_box = ax.get_window_extent(renderer)
+    assert (legend_box.x0 >= axes_box.x1) == outside
+    assert legend_box.x1 <= fig.bbox.x1  # the saved figure still holds the whole legend
+
 
 def test_curves_of_multi_env_runs_can_be_drawn_against_iterations(tmp_path):
     from dacer2.analysis.plotting import plot_learning_curves
