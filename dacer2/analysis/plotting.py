@@ -124,7 +124,12 @@ def legend_title(seed_counts: list[int], band: Band) -> str:
     return title + ("; n=1: no band" if min(seed_counts) < 2 else "")
 
 
-MAX_CURVES_UNDER_LEGEND = 4  # more curves than this and the legend goes beside the axes
+MAX_CURVES_UNDER_LEGEND = 4
+
+
+def legend_beside_axes(num_curves: int) -> bool:
+    """A legend box of more curves than this hides them wherever it sits inside the axes: put it beside them."""
+    return num_curves > MAX_CURVES_UNDER_LEGEND
 
 
 def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None = None,
@@ -144,7 +149,7 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
     n = len(groups)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    legend_width = 3.2 if any(len(by_algo) > MAX_CURVES_UNDER_LEGEND for by_algo in groups.values()) else 0.0
+    legend_width = 3.2 if any(legend_beside_axes(len(by_algo)) for by_algo in groups.values()) else 0.0
     fig, axes = plt.subplots(rows, cols, figsize=((5.0 + legend_width) * cols, 3.6 * rows), squeeze=False)
     for ax, (env_id, by_algo) in zip(axes.flat, groups.items()):
         seed_counts = []
@@ -162,7 +167,7 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
         if ylim is not None:
             ax.set_ylim(*ylim)
         legend = dict(fontsize=8, title=legend_title(seed_counts, band), title_fontsize=8)
-        if len(by_algo) > MAX_CURVES_UNDER_LEGEND:  # a box of many curves hides them wherever it sits
+        if legend_beside_axes(len(by_algo)):
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **legend)
         else:
             ax.legend(loc="best", **legend)
