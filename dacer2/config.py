@@ -143,7 +143,8 @@ every 2000 iterations with the sac protocol, every 2500 with papers, i.e. 50000 
     """Episodes per evaluation, run on separate environments."""
     learning_starts: Unset[int] = None
     """Uniform-random warm-up transitions before updates start; default: the env preset (DACER: 30000, 200000 for
-Humanoid/HalfCheetah), capped at a tenth of --total-steps so short runs still train."""
+Humanoid/HalfCheetah), capped at a tenth of --total-steps so short runs still train. A run started short to be
+extended later with --resume --total-steps should give it explicitly, or its warm-up is the short budget's."""
     log_every: int = 1_000
     """Write training metrics every this many environment steps."""
     progress: bool = True

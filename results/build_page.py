@@ -32,7 +32,7 @@ from page_cost import (  # noqa: E402
 )
 
 from dacer2.analysis.plotting import algo_rows, group_runs, mean_std_text, plot_learning_curves, t975  # noqa: E402
-from dacer2.analysis.runs import Run, RunError, find_run_dirs, load_run  # noqa: E402
+from dacer2.analysis.runs import FINAL_FRACTION, Run, RunError, find_run_dirs, load_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -199,11 +199,41 @@ def experiment_section(experiment: Experiment) -> list[str]:
               f"{axis}{'The' if papers else 'the'} mean evaluation return over seeds; the shaded band spans the seeds' minimum to maximum.", "",
               "Final return: the best evaluation (10 episodes, deterministic policy) in the last 10% of training, "
               "mean +- sample std over seeds. Mean over training: the evaluation curve's area over its span (the "
-              "return averaged over all of training), mean +- sample std over seeds.", "",
-              "| algorithm |" + (" iterations (env steps) |" if papers else "") +
-              " seeds | final return | per seed | mean over training | last evaluation (mean) |",
-              "|---|" + ("---:|" if papers else "") + "---:|---:|---|---:|---:|"]
-    by_algo = group_runs(compared + finished)[experiment.env_id]
+              "return averaged over all of training), mean +- sample std over seeds.", ""]
+    if not papers:
+        return lines + _tables(experiment, finished, compared, papers) + [""]
+    horizons = run_horizons(finished)
+    for horizon in horizons:
+        cut = (r.until(horizon) for r in finished + compared if r.eval_iterations.max() >= horizon)
+        reached = [r for r in cut if r.eval_steps.size]
+        if len(horizons) > 1:
+            lines += [_horizon_caption(horizon, horizons), ""]
+        lines += _tables(experiment, [r for r in reached if not r.algo.endswith(ONE_ENV)],
+                         [r for r in reached if r.algo.endswith(ONE_ENV)], papers) + [""]
+    return lines
+
+
+def run_horizons(runs: list[Run]) -> list[int]:
+    """The lengths, in iterations, that these runs were trained to, shortest first. A run landed at 50k iterations
+    and extended later stands beside runs already at 100k: each length gets its own tables, so that no mean or
+    comparison mixes budgets."""
+    return sorted({int(r.eval_iterations.max()) for r in runs})
+
+
+def _horizon_caption(horizon: int, horizons: list[int]) -> str:
+    if horizon == horizons[0]:
+        return (f"**At {horizon:,} iterations**, every run cut there (the longer runs' later evaluations left out, "
+                "so the final return is the best evaluation of iterations "
+                f"{math.ceil((1 - FINAL_FRACTION) * horizon):,}-{horizon:,}):")
+    return f"**At {horizon:,} iterations**, the runs that have reached it (the others are being extended):"
+
+
+def _tables(experiment: Experiment, finished: list[Run], compared: list[Run], papers: bool) -> list[str]:
+    """The results table of these runs, then their Welch and seed-matched comparisons."""
+    lines = ["| algorithm |" + (" iterations (env steps) |" if papers else "") +
+             " seeds | final return | per seed | mean over training | last evaluation (mean) |",
+             "|---|" + ("---:|" if papers else "") + "---:|---:|---|---:|---:|"]
+    by_algo = group_runs(compared + finished).get(experiment.env_id, {})
     summary = {row["algo"]: row for row in algo_rows(compared + finished)}  # dacer2-plot's mean +- std over seeds
     finals, areas = {}, {}
     others, own = list(dict.fromkeys(r.algo for r in compared)), [experiment.labelled(a) for a in experiment.algos]
@@ -240,8 +270,7 @@ def experiment_section(experiment: Experiment) -> list[str]:
                 diff, low, high = welch_interval(measure[a], measure[b])
                 cells.append(f"{diff:.0f} | [{low:.0f}, {high:.0f}] | {_verdict(a, b, diff, low, high)}")
             lines.append(f"| {a} - {b} | {' | '.join(cells)} |")
-    lines += _seed_matched_table(by_algo, list(finals), compares)
-    return lines + [""]
+    return lines + _seed_matched_table(by_algo, list(finals), compares)
 
 
 ONE_ENV = " (1 env)"
@@ -302,7 +331,10 @@ def _returns_for_cost(experiments: list[Experiment], cost_run) -> list[str]:
     that algorithm's cost relative to dacer2 in one benchmark run."""
     rows = []
     for experiment in experiments:
-        by_algo = group_runs(finished_runs(experiment)).get(experiment.env_id, {})
+        runs = finished_runs(experiment)
+        if experiment.protocol == "papers" and runs:  # one budget for all: the shortest run's
+            runs = [r.until(run_horizons(runs)[0]) for r in runs]
+        by_algo = group_runs(runs).get(experiment.env_id, {})
         labels = {experiment.labelled(a): a for a in experiment.algos if experiment.labelled(a) in by_algo}
         finals = {label: float(np.mean([r.final_return for r in by_algo[label]])) for label in labels}
         areas = {label: float(np.mean([mean_over_training(r) for r in by_algo[label]])) for label in labels}
@@ -332,14 +364,26 @@ def missing_rows() -> list[str]:
     lines = ["### Rows still missing", "", "| experiment | missing runs (algorithm: seeds) | command (re-run it to continue) |",
              "|---|---|---|"]
     for experiment in EXPERIMENTS:
-        done = {(r.algo, r.seed) for r in finished_runs(experiment)}
+        runs = finished_runs(experiment)
+        done = {(r.algo, r.seed) for r in runs}
         missing = []
         for algo in map(experiment.labelled, experiment.algos):
             seeds = [str(s) for s in experiment.seeds if (algo, s) not in done]
             if seeds:
                 missing.append(f"{algo}: {' '.join(seeds)}")
+        # Runs landed short of the budget (50k iterations first), to be extended with --resume --total-steps.
+        budget = experiment.total_steps // experiment.num_envs
+        for r in sorted(runs, key=lambda r: (experiment.algos.index(r.algo) if r.algo in experiment.algos else 0,
+                                             r.seed)):
+            if experiment.protocol == "papers" and r.eval_iterations.max() < budget:
+                missing.append(f"{r.algo} seed {r.seed}: at {int(r.eval_iterations.max()):,} of {budget:,} "
+                               "iterations, being extended")
+        command = f"`{experiment.command}`"
+        if any("being extended" in m for m in missing):
+            command += (f"; to extend: `dacer2-train --resume results/{experiment.name}/runs/{experiment.env_id}__ALGO"
+                        f"__SEED --total-steps {experiment.total_steps}`")
         if missing:
-            lines.append(f"| {experiment.title} | {'; '.join(missing)} | `{experiment.command}` |")
+            lines.append(f"| {experiment.title} | {'; '.join(missing)} | {command} |")
     if len(lines) == 4:
         lines.append("| none | every planned row is filled | |")
     return lines + [""]
@@ -377,7 +421,8 @@ def iteration_cost_section() -> list[str]:
         rows = _returns_for_cost([e for e in EXPERIMENTS if e.protocol == "papers"], cost_run)
         lines += iteration_cost_table(cost_run) + [""]
         if rows:
-            lines += ["Return for its cost: each algorithm's mean return over its finished seeds divided by its "
+            lines += ["Return for its cost: each algorithm's mean return over its finished seeds (every run cut at "
+                      "its task's shortest run, the first table of the task) divided by its "
                       "iteration cost relative to dacer2; a price tag beside the return, not a prediction of what "
                       "the cheaper algorithm would reach with dacer2's budget.", "",
                       RETURN_FOR_COST_HEADER[0].replace("cost per update", "cost per iteration"),
@@ -390,7 +435,11 @@ def papers_block() -> list[str]:
              "`dacer2-train --protocol papers --total-steps 2000000`: 100k iterations, each stepping 20 envs and "
              "making one update (2M env steps, 100k updates), the presets as they are, seeds 0-2, evaluated every "
              "2,500 iterations (10 episodes of the deterministic policy). Each task's 1-env rows (100k env steps, "
-             "100k updates) are drawn on the same iteration axis.", ""]
+             "100k updates) are drawn on the same iteration axis and cut, in each table, at that table's iterations. "
+             "Runs may land at 50k iterations first (`--total-steps 1000000` with `--learning-starts` set to what "
+             "the 2M budget resolves to, so the warm-up is the same) and be extended with `--resume --total-steps "
+             "2000000`; while a task's runs differ in length, each length has its own table, and no mean or "
+             "interval mixes lengths.", ""]
     for experiment in (e for e in EXPERIMENTS if e.protocol == "papers"):
         lines += experiment_section(experiment)
     return lines + iteration_cost_section()

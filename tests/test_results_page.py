@@ -271,9 +271,9 @@ def test_papers_protocol_section_counts_iterations_and_shows_the_1_env_rows(page
             config = json.loads((run / "config.json").read_text())
             (run / "config.json").write_text(json.dumps({**config, "num_envs": 20, "protocol": "papers"}))
             (run / "result.json").write_text("{}")
-        for algo in ("dacer2", "dacer2-no-qgrad"):
-            run = fake_run(one_env, f"Walker2d-v5__{algo}__{seed}", "Walker2d-v5", algo, seed, [10, 300, 500 + seed],
-                           step=50_000)
+        for algo in ("dacer2", "dacer2-no-qgrad"):  # 1-env runs longer than the papers' runs: cut to match
+            run = fake_run(one_env, f"Walker2d-v5__{algo}__{seed}", "Walker2d-v5", algo, seed,
+                           [10, 300, 500 + seed, 900, 950, 990], step=2_500)
             (run / "result.json").write_text("{}")
     assert page_builder.main() == 0
     text = page_builder.PAGE.read_text()
@@ -281,10 +281,39 @@ def test_papers_protocol_section_counts_iterations_and_shows_the_1_env_rows(page
     section = section[:section.index("\n#### ", 10)]
     # Indexed by iteration, env steps beside: 150,000 env steps of 20 envs are 7,500 iterations.
     assert "| dacer2 | 7,500 (150,000) | 3 | 3200 +- 200 |" in section
-    assert "| dacer2 (1 env) | 150,000 (150,000) | 3 |" in section and "| dacer | 100,000 (2,000,000) | 0 | missing |" in section
+    # The 1-env rows at the same 7,500 iterations (the same number of updates), their later evaluations left out.
+    assert "| dacer2 (1 env) | 7,500 (7,500) | 3 | 501 +- 1 |" in section and "990" not in section
+    assert "| dacer | 100,000 (2,000,000) | 0 | missing |" in section
     compared = {line.split("|")[1].strip() for line in section.splitlines()
                 if line.startswith("|") and " - " in line.split("|")[1]}
     # Within the protocol, and each algorithm against its own 1-env rows; never 1-env rows against each other.
     assert compared == {"dacer2 - gaussian", "dacer2 - dacer2 (1 env)"}
     assert (page_builder.FIGURES / "results_walker2d-papers-100k.png").stat().st_size > 10_000
     assert "1.5M iterations" in section and "num_vec_envs=20" in section
+
+
+def test_papers_runs_of_two_lengths_get_a_table_each_and_are_listed_as_being_extended(page_builder):
+    """Runs landed at half the budget and extended later: the first table cuts every run at the shortest length,
+    the second holds only the runs that reached the longer one; no mean mixes budgets."""
+    papers = page_builder.RESULTS / "halfcheetah-papers-100k" / "runs"
+    curves = {0: [10, 900, 1000, 2000, 3000, 4000], 1: [10, 800, 1200], 2: [10, 700, 1400]}
+    for seed, returns in curves.items():
+        run = fake_run(papers, f"HalfCheetah-v5__dacer2__{seed}", "HalfCheetah-v5", "dacer2", seed, returns,
+                       step=50_000)
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, "num_envs": 20, "protocol": "papers"}))
+        (run / "result.json").write_text("{}")
+    assert page_builder.main() == 0
+    text = page_builder.PAGE.read_text()
+    section = text[text.index("#### HalfCheetah-v5, the papers' protocol"):]
+    section = section[:section.index("\n#### ", 10)]
+    short, long = section.index("**At 7,500 iterations**, every run cut there"), section.index("**At 15,000 iterations**")
+    assert short < long
+    # Seed 0 cut at 7,500 iterations: its final return is its 1000 there, not the 4000 it reached later.
+    assert "| dacer2 | 7,500 (150,000) | 3 | 1200 +- 200 | 0: 1000, 1: 1200, 2: 1400 |" in section[short:long]
+    assert "| dacer2 | 15,000 (300,000) | 1 | 4000 (one seed) | 0: 4000 |" in section[long:]
+    missing = text[text.index("### Rows still missing"):]
+    row = next(line for line in missing.splitlines() if line.startswith("| HalfCheetah-v5, the papers'"))
+    assert "dacer2 seed 0: at 15,000 of 100,000 iterations, being extended" in row
+    assert "dacer2 seed 2: at 7,500 of 100,000 iterations, being extended" in row
+    assert "--resume results/halfcheetah-papers-100k/runs/HalfCheetah-v5__ALGO__SEED --total-steps 2000000" in row

@@ -5,6 +5,7 @@ fast."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -48,6 +49,13 @@ class Run:
     @property
     def last_return(self) -> float:
         return float(self.eval_mean[-1]) if self.eval_mean.size else math.nan
+
+    def until(self, iterations: float) -> Run:
+        """The run as it stood after `iterations` iterations: its evaluations up to there. Runs of different
+        lengths then compare at one budget, the final return's last 10% being of that budget."""
+        keep = self.eval_iterations <= iterations
+        return dataclasses.replace(self, eval_steps=self.eval_steps[keep], eval_mean=self.eval_mean[keep],
+                                   eval_std=self.eval_std[keep])
 
 
 def final_return(steps: np.ndarray, returns: np.ndarray, fraction: float = FINAL_FRACTION) -> float:
