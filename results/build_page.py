@@ -403,8 +403,13 @@ def provenance_section() -> list[str]:
     for experiment in EXPERIMENTS:
         runs = sorted(finished_runs(experiment), key=lambda r: (r.algo, r.seed))
         for algo in dict.fromkeys(r.algo for r in runs):
-            results = [json.loads((r.path / "result.json").read_text()) for r in runs if r.algo == algo]
+            algo_runs = [r for r in runs if r.algo == algo]
+            results = [json.loads((r.path / "result.json").read_text()) for r in algo_runs]
             minutes = ", ".join(f"{res['wall_time'] / 60:.0f}" if "wall_time" in res else "?" for res in results)
+            budget = experiment.total_steps // experiment.num_envs
+            short = [f"seed {r.seed} to {int(r.eval_iterations.max()):,} iterations" for r in algo_runs
+                     if experiment.protocol == "papers" and r.eval_iterations.max() < budget]
+            minutes += f" ({', '.join(short)} so far)" if short else ""
             hosts = "; ".join(dict.fromkeys(res.get("host") or NOT_RECORDED for res in results))
             codes = "; ".join(dict.fromkeys(res.get("code") or NOT_RECORDED for res in results))
             lines.append(f"| {experiment.title} | {algo} | {minutes} | {hosts} | {codes} |")

@@ -307,7 +307,8 @@ def test_papers_runs_of_two_lengths_get_a_table_each_and_are_listed_as_being_ext
     text = page_builder.PAGE.read_text()
     section = text[text.index("#### HalfCheetah-v5, the papers' protocol"):]
     section = section[:section.index("\n#### ", 10)]
-    short, long = section.index("**At 7,500 iterations**, every run cut there"), section.index("**At 15,000 iterations**")
+    short = section.index("**At 7,500 iterations**, every run cut there")
+    long = section.index("**At 15,000 iterations**")
     assert short < long
     # Seed 0 cut at 7,500 iterations: its final return is its 1000 there, not the 4000 it reached later.
     assert "| dacer2 | 7,500 (150,000) | 3 | 1200 +- 200 | 0: 1000, 1: 1200, 2: 1400 |" in section[short:long]
@@ -317,3 +318,6 @@ def test_papers_runs_of_two_lengths_get_a_table_each_and_are_listed_as_being_ext
     assert "dacer2 seed 0: at 15,000 of 100,000 iterations, being extended" in row
     assert "dacer2 seed 2: at 7,500 of 100,000 iterations, being extended" in row
     assert "--resume results/halfcheetah-papers-100k/runs/HalfCheetah-v5__ALGO__SEED --total-steps 2000000" in row
+    provenance = text[text.index("### Where the runs ran"):]
+    row = next(line for line in provenance.splitlines() if line.startswith("| HalfCheetah-v5, the papers'"))
+    assert "(seed 0 to 15,000 iterations, seed 1 to 7,500 iterations, seed 2 to 7,500 iterations so far)" in row

@@ -115,21 +115,33 @@ def group_runs(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
     return groups
 
 
-def legend_title(seed_counts: list[int], band: Band) -> str:
+def legend_title(seed_counts: list[int], band: Band, tails: bool = False) -> str:
     """What a panel's legend says about its curves: the band only where one is drawn (two or more seeds); a curve
-    of one seed is that seed's evaluations, with no band and no interval claimed."""
+    of one seed is that seed's evaluations, with no band and no interval claimed; dashed lines, where drawn, are
+    single seeds past the others."""
     if max(seed_counts) < 2:
         return "one seed per curve: no band"
     title = f"mean over seeds; {BAND_LABELS[band]}"
-    return title + ("; n=1: no band" if min(seed_counts) < 2 else "")
+    title += "; n=1: no band" if min(seed_counts) < 2 else ""
+    return title + ("\ndashed: a seed run past the others" if tails else "")
+
+
+def tails_past(curve: Curve, runs: list[Run]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The evaluations of runs that go on past the curve's end (the mean stops where the shortest seed stops):
+    a run landed at half its budget beside runs already extended must not hide the longer ones."""
+    end = curve.steps.max()
+    return [(r.eval_steps[r.eval_steps >= end], r.eval_mean[r.eval_steps >= end]) for r in runs
+            if r.eval_steps.size and r.eval_steps.max() > end]
 
 
 MAX_CURVES_UNDER_LEGEND = 4
 
 
-def legend_beside_axes(num_curves: int) -> bool:
-    """A legend box of more curves than this hides them wherever it sits inside the axes: put it beside them."""
-    return num_curves > MAX_CURVES_UNDER_LEGEND
+def legend_beside_axes(by_algo: dict[str, list[Run]]) -> bool:
+    """A legend box of more curves than this, or one that also explains dashed tails, hides curves wherever it
+    sits inside the axes: put it beside them."""
+    lengths = ({r.eval_steps.max() for r in runs if r.eval_steps.size} for runs in by_algo.values())
+    return len(by_algo) > MAX_CURVES_UNDER_LEGEND or any(len(ends) > 1 for ends in lengths)
 
 
 def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None = None,
@@ -149,10 +161,10 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
     n = len(groups)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    legend_width = 3.2 if any(legend_beside_axes(len(by_algo)) for by_algo in groups.values()) else 0.0
+    legend_width = 3.2 if any(legend_beside_axes(by_algo) for by_algo in groups.values()) else 0.0
     fig, axes = plt.subplots(rows, cols, figsize=((5.0 + legend_width) * cols, 3.6 * rows), squeeze=False)
     for ax, (env_id, by_algo) in zip(axes.flat, groups.items()):
-        seed_counts = []
+        seed_counts, any_tails = [], False
         for algo, algo_runs in by_algo.items():
             curve = aggregate(algo_runs, band)
             seed_counts.append(curve.num_runs)
@@ -160,14 +172,17 @@ def plot_learning_curves(runs: list[Run], outputs: list[Path], title: str | None
             ax.plot(curve.steps, curve.mean, color=colors[algo], label=label, linewidth=1.8)
             if curve.num_runs > 1:
                 ax.fill_between(curve.steps, curve.low, curve.high, color=colors[algo], alpha=0.2, linewidth=0)
+            for steps, returns in tails_past(curve, algo_runs):
+                ax.plot(steps, returns, color=colors[algo], linewidth=1.0, linestyle="--")
+                any_tails = True
         ax.set_title(env_id)
         ax.set_xlabel(X_LABELS[x])
         ax.set_ylabel("evaluation return")
         ax.grid(alpha=0.3)
         if ylim is not None:
             ax.set_ylim(*ylim)
-        legend = dict(fontsize=8, title=legend_title(seed_counts, band), title_fontsize=8)
-        if legend_beside_axes(len(by_algo)):
+        legend = dict(fontsize=8, title=legend_title(seed_counts, band, any_tails), title_fontsize=8)
+        if legend_beside_axes(by_algo):
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **legend)
         else:
             ax.legend(loc="best", **legend)

@@ -15,7 +15,8 @@ from dacer2.config import Unset
 @dataclass
 class PlotConfig:
     """Learning curves (eval return vs env steps; seeds averaged with a shaded band, one line per algorithm, one panel
-    per env) and a final-return summary table for run directories."""
+    per env; the mean stops where the shortest seed stops, and a seed run further goes on as a dashed line) and a
+    final-return summary table for run directories."""
 
     # Required (plot_main says so when none is given), but defaulted so that the error is that one clear line.
     runs: Annotated[tuple[str, ...], tyro.conf.Positional,

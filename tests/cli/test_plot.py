@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dacer2.cli.plot import plot_main
-from dacer2.analysis.plotting import aggregate, plot_learning_curves, t975
+from dacer2.analysis.plotting import aggregate, legend_beside_axes, plot_learning_curves, t975
 from dacer2.analysis.runs import final_return, load_run
 from tests.run_dirs import fake_run
 
@@ -113,6 +113,21 @@ def test_two_seeds_keep_the_band_and_say_which(tmp_path):
     (ax,) = plot_learning_curves(two + one, [tmp_path / "mixed.png"]).axes  # the one-seed curve gets no band
     assert len(ax.collections) == 1
     assert ax.get_legend().get_title().get_text().endswith("95% t-interval of the mean; n=1: no band")
+
+
+def test_a_seed_run_past_the_others_is_drawn_on_as_a_dashed_line(tmp_path):
+    """The mean stops where the shortest seed stops; the longer seed's later evaluations stay visible."""
+    short = load_run(fake_run(tmp_path, "s0", "Hopper-v5", "dacer2", 0, [10, 50, 90]))
+    long = load_run(fake_run(tmp_path, "s1", "Hopper-v5", "dacer2", 1, [20, 60, 100, 400, 800]))
+    (ax,) = plot_learning_curves([short, long], [tmp_path / "tails.png"]).axes
+    mean, tail = ax.lines
+    assert list(mean.get_xdata()) == [1000, 2000, 3000] and list(mean.get_ydata()) == [15, 55, 95]
+    assert list(tail.get_xdata()) == [3000, 4000, 5000] and list(tail.get_ydata()) == [100, 400, 800]
+    assert tail.get_linestyle() == "--" and tail.get_color() == mean.get_color()
+    assert "dashed: a seed run past the others" in ax.get_legend().get_title().get_text()
+    assert legend_beside_axes({"dacer2": [short, long]}) and not legend_beside_axes({"dacer2": [short, short]})
+    (ax,) = plot_learning_curves([short], [tmp_path / "none.png"]).axes  # seeds of one length: no tails, no note
+    assert len(ax.lines) == 1 and "dashed" not in ax.get_legend().get_title().get_text()
 
 
 @pytest.mark.parametrize("num_algos, outside", [(4, False), (6, True)])
