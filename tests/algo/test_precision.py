@@ -60,6 +60,29 @@ def test_resolve_precision(monkeypatch):
     precision.host_bf16_report.cache_clear()
 
 
+def test_the_gemm_self_check_runs_at_one_thread_and_takes_its_fastest_call():
+    # Timed at 1 thread, whatever the process runs with, and the thread count restored.
+    threads_seen = []
+    precision.host_bf16_report.cache_clear()
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(precision, "cpu_flags", lambda: {"avx512_bf16"})
+            patch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+            patch.setattr(precision, "_gemm_seconds",
+                          lambda dtype, *a, **k: threads_seen.append(torch.get_num_threads()) or 1.0)
+            precision.host_bf16_report()
+        assert threads_seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(torch_threads)
+        precision.host_bf16_report.cache_clear()
+    # A clock whose third timed call was descheduled for a second: the mean would be ~0.14 s, the fastest is 1 ms.
+    readings = iter([0.0, 0.001, 1.0, 1.001, 2.0, 3.0, 4.0, 4.001, 5.0, 5.001, 6.0, 6.001, 7.0, 7.001])
+    seconds = precision._gemm_seconds(torch.float32, size=8, repeats=7, clock=lambda: next(readings))
+    assert seconds == pytest.approx(0.001)
+
+
 def test_host_description_names_the_cpu_generation_and_its_bf16_units(monkeypatch):
     fields = {"model name": "AMD EPYC", "cpu family": "26", "model": "2"}
     monkeypatch.setattr(precision, "cpuinfo_field", lambda name: fields.get(name, ""))
