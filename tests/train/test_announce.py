@@ -3,12 +3,13 @@
 import pytest
 
 from dacer2.config import TrainConfig
-from dacer2.train.announce import FinishProjection, duration, planned_updates, start_block
+from dacer2.train.announce import (FinishProjection, crowded_threads_note, duration, planned_updates,
+                                   start_block)
 from dacer2.train.trainer import train
 
 
 @pytest.mark.parametrize("num_envs, updates_per_step, learning_starts, total", [(1, 1, 100, 300), (2, 2, 100, 300),
-                                                                               (3, 1, 50, 301)])
+                                                                               (3, 1, 50, 301), (1, 1, 10, 100)])
 def test_planned_updates_are_the_updates_a_run_makes(tmp_path, tiny_config, num_envs, updates_per_step,
                                                      learning_starts, total):
     cfg = tiny_config(env_id="InvertedPendulum-v5", total_steps=total, learning_starts=learning_starts,
@@ -40,3 +41,14 @@ def test_the_finish_is_projected_once_after_the_first_updates():
 
 def test_durations_read_as_a_person_would_say_them():
     assert [duration(s) for s in (45, 600, 3600 * 3 + 300)] == ["45 s", "10 min", "3 h 05 min"]
+
+
+def test_threads_beyond_the_free_cores_of_a_busy_machine_are_named_with_the_fix():
+    # Two trainings on 2 cores, a third run at 2 threads: it says so, and what to pass instead.
+    note = crowded_threads_note(2, load=2.3, cores=2)
+    assert "load average 2.3 on 2 cores" in note and "--torch-threads 1" in note
+    assert crowded_threads_note(16, load=4.0, cores=16).endswith("--torch-threads 12 is faster beside other work")
+    # Threads that fit the free cores, or an idle machine, say nothing.
+    assert crowded_threads_note(1, load=2.3, cores=2) is None
+    assert crowded_threads_note(12, load=4.0, cores=16) is None
+    assert crowded_threads_note(2, load=0.4, cores=2) is None
