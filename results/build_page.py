@@ -64,7 +64,7 @@ class Experiment:
     def title(self) -> str:
         what = self.heading or self.label
         if self.protocol == "papers":
-            budget = (f"the papers' protocol, {self.total_steps // self.num_envs // 1000}k iterations of "
+            budget = (f"the papers' protocol, {self.iterations // 1000}k iterations of "
                       f"{self.num_envs} envs ({self.total_steps / 1e6:g}M env steps)")
         else:
             budget = f"{self.total_steps // 1000}k env steps"
@@ -72,6 +72,14 @@ class Experiment:
 
     def labelled(self, algo: str) -> str:
         return f"{algo} ({self.label})" if self.label else algo
+
+    @property
+    def iterations(self) -> int:
+        return self.total_steps // self.num_envs
+
+    def short_of_budget(self, runs: list[Run]) -> list[Run]:
+        """Papers' runs landed short of the budget (50k iterations first), to be extended with --resume."""
+        return [r for r in runs if self.protocol == "papers" and r.eval_iterations.max() < self.iterations]
 
 
 def _sweep(out: str, env: str, algos: tuple[str, ...], extra: str = "") -> str:
@@ -204,13 +212,16 @@ def experiment_section(experiment: Experiment) -> list[str]:
         return lines + _tables(experiment, finished, compared, papers) + [""]
     horizons = run_horizons(finished)
     for horizon in horizons:
-        cut = (r.until(horizon) for r in finished + compared if r.eval_iterations.max() >= horizon)
-        reached = [r for r in cut if r.eval_steps.size]
         if len(horizons) > 1:
             lines += [_horizon_caption(horizon, horizons), ""]
-        lines += _tables(experiment, [r for r in reached if not r.algo.endswith(ONE_ENV)],
-                         [r for r in reached if r.algo.endswith(ONE_ENV)], papers) + [""]
+        lines += _tables(experiment, runs_at(finished, horizon), runs_at(compared, horizon), papers) + [""]
     return lines
+
+
+def runs_at(runs: list[Run], horizon: int) -> list[Run]:
+    """The runs that reached `horizon` iterations, cut there (a run cut before its first evaluation is dropped)."""
+    cut = (r.until(horizon) for r in runs if r.eval_iterations.max() >= horizon)
+    return [r for r in cut if r.eval_steps.size]
 
 
 def run_horizons(runs: list[Run]) -> list[int]:
@@ -243,7 +254,7 @@ def _tables(experiment: Experiment, finished: list[Run], compared: list[Run], pa
         if papers:
             last = runs[-1] if runs else None
             budget = (f" {int(last.eval_iterations.max()):,} ({int(last.eval_steps.max()):,}) |" if last else
-                      f" {experiment.total_steps // experiment.num_envs:,} ({experiment.total_steps:,}) |")
+                      f" {experiment.iterations:,} ({experiment.total_steps:,}) |")
         if not runs:
             lines.append(f"| {algo} |{budget} 0 | missing | | | |")
             continue
@@ -333,7 +344,7 @@ def _returns_for_cost(experiments: list[Experiment], cost_run) -> list[str]:
     for experiment in experiments:
         runs = finished_runs(experiment)
         if experiment.protocol == "papers" and runs:  # one budget for all: the shortest run's
-            runs = [r.until(run_horizons(runs)[0]) for r in runs]
+            runs = runs_at(runs, run_horizons(runs)[0])
         by_algo = group_runs(runs).get(experiment.env_id, {})
         labels = {experiment.labelled(a): a for a in experiment.algos if experiment.labelled(a) in by_algo}
         finals = {label: float(np.mean([r.final_return for r in by_algo[label]])) for label in labels}
@@ -371,15 +382,12 @@ def missing_rows() -> list[str]:
             seeds = [str(s) for s in experiment.seeds if (algo, s) not in done]
             if seeds:
                 missing.append(f"{algo}: {' '.join(seeds)}")
-        # Runs landed short of the budget (50k iterations first), to be extended with --resume --total-steps.
-        budget = experiment.total_steps // experiment.num_envs
-        for r in sorted(runs, key=lambda r: (experiment.algos.index(r.algo) if r.algo in experiment.algos else 0,
-                                             r.seed)):
-            if experiment.protocol == "papers" and r.eval_iterations.max() < budget:
-                missing.append(f"{r.algo} seed {r.seed}: at {int(r.eval_iterations.max()):,} of {budget:,} "
-                               "iterations, being extended")
+        short = sorted(experiment.short_of_budget(runs),
+                       key=lambda r: (experiment.algos.index(r.algo) if r.algo in experiment.algos else 0, r.seed))
+        missing += [f"{r.algo} seed {r.seed}: at {int(r.eval_iterations.max()):,} of {experiment.iterations:,} "
+                    "iterations, being extended" for r in short]
         command = f"`{experiment.command}`"
-        if any("being extended" in m for m in missing):
+        if short:
             command += (f"; to extend: `dacer2-train --resume results/{experiment.name}/runs/{experiment.env_id}__ALGO"
                         f"__SEED --total-steps {experiment.total_steps}`")
         if missing:
@@ -406,9 +414,8 @@ def provenance_section() -> list[str]:
             algo_runs = [r for r in runs if r.algo == algo]
             results = [json.loads((r.path / "result.json").read_text()) for r in algo_runs]
             minutes = ", ".join(f"{res['wall_time'] / 60:.0f}" if "wall_time" in res else "?" for res in results)
-            budget = experiment.total_steps // experiment.num_envs
-            short = [f"seed {r.seed} to {int(r.eval_iterations.max()):,} iterations" for r in algo_runs
-                     if experiment.protocol == "papers" and r.eval_iterations.max() < budget]
+            short = [f"seed {r.seed} to {int(r.eval_iterations.max()):,} iterations"
+                     for r in experiment.short_of_budget(algo_runs)]
             minutes += f" ({', '.join(short)} so far)" if short else ""
             hosts = "; ".join(dict.fromkeys(res.get("host") or NOT_RECORDED for res in results))
             codes = "; ".join(dict.fromkeys(res.get("code") or NOT_RECORDED for res in results))
