@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 from dacer2.config import TrainConfig, iterations
 
@@ -54,17 +55,35 @@ def start_block(cfg: TrainConfig, run_dir, resumed_at: int | None, precision: st
     return "\n".join(lines + ([crowded] if crowded else []))
 
 
-def crowded_threads_note(threads: int, load: float | None = None, cores: int | None = None) -> str | None:
+def other_running_threads(samples: int = 5, pause: float = 0.02, read=lambda: Path("/proc/loadavg").read_text()):
+    """Threads of other processes running right now: /proc/loadavg's runnable count less this reader, the fewest of a
+    few samples (a momentary spike is not a busy machine). Not the load average: it trails the last minute, so a
+    fresh install's compile just before `make train` reads as a busy machine. None where /proc is not there."""
+    counts = []
+    for i in range(samples):
+        try:
+            counts.append(int(read().split()[3].split("/")[0]) - 1)
+        except (OSError, IndexError, ValueError):
+            return None
+        if i + 1 < samples:
+            time.sleep(pause)
+    return max(min(counts), 0)
+
+
+def crowded_threads_note(threads: int, busy: int | None = None, cores: int | None = None) -> str | None:
     """A line when more torch threads are asked for than the busy machine has free cores. Each parallel op waits
     for its slowest thread, so a thread sharing a core with other work stalls them all: beside two trainings on 2
     cores a 2-thread fp32 update took 300 ms against 77 ms at 1 thread."""
-    load = os.getloadavg()[0] if load is None else load
+    busy = other_running_threads() if busy is None else busy
     cores = (os.cpu_count() or 1) if cores is None else cores
-    free = max(cores - round(load), 1)
-    if threads <= free or load < 1:
+    if not busy:
         return None
-    return (f"  note      this machine is busy (load average {load:.1f} on {cores} cores): {threads} torch threads "
-            f"will wait on each other; --torch-threads {free} is faster beside other work")
+    free = max(cores - busy, 1)
+    if threads <= free:
+        return None
+    return (f"  note      this machine is busy ({busy} other running thread{'s' if busy != 1 else ''} on {cores} "
+            f"cores): {threads} torch threads will wait on each other; --torch-threads {free} is faster beside other "
+            "work")
 
 
 class FinishProjection:

@@ -3,8 +3,8 @@
 import pytest
 
 from dacer2.config import TrainConfig
-from dacer2.train.announce import (FinishProjection, crowded_threads_note, duration, planned_updates,
-                                   start_block)
+from dacer2.train.announce import (FinishProjection, crowded_threads_note, duration, other_running_threads,
+                                   planned_updates, start_block)
 from dacer2.train.trainer import train
 
 
@@ -45,10 +45,20 @@ def test_durations_read_as_a_person_would_say_them():
 
 def test_threads_beyond_the_free_cores_of_a_busy_machine_are_named_with_the_fix():
     # Two trainings on 2 cores, a third run at 2 threads: it says so, and what to pass instead.
-    note = crowded_threads_note(2, load=2.3, cores=2)
-    assert "load average 2.3 on 2 cores" in note and "--torch-threads 1" in note
-    assert crowded_threads_note(16, load=4.0, cores=16).endswith("--torch-threads 12 is faster beside other work")
+    note = crowded_threads_note(2, busy=2, cores=2)
+    assert "2 other running threads on 2 cores" in note and "--torch-threads 1" in note
+    assert crowded_threads_note(16, busy=4, cores=16).endswith("--torch-threads 12 is faster beside other work")
     # Threads that fit the free cores, or an idle machine, say nothing.
-    assert crowded_threads_note(1, load=2.3, cores=2) is None
-    assert crowded_threads_note(12, load=4.0, cores=16) is None
-    assert crowded_threads_note(2, load=0.4, cores=2) is None
+    assert crowded_threads_note(1, busy=2, cores=2) is None
+    assert crowded_threads_note(12, busy=4, cores=16) is None
+    assert crowded_threads_note(2, busy=0, cores=2) is None
+
+
+def test_busy_means_running_now_not_the_last_minutes_load():
+    # /proc/loadavg: a load average of 1.4 left by a compile that has ended, and only this reader running now.
+    just_installed = "1.40 1.05 1.61 1/121 15398"
+    assert other_running_threads(samples=3, pause=0, read=lambda: just_installed) == 0
+    # Two trainings running; one sample caught a third process for a moment: the fewest of the samples counts.
+    readings = iter(["0.8 1 1 3/121 1", "0.8 1 1 4/121 1", "0.8 1 1 3/121 1"])
+    assert other_running_threads(samples=3, pause=0, read=lambda: next(readings)) == 2
+    assert other_running_threads(read=lambda: "garbled") is None
