@@ -400,6 +400,18 @@ def missing_rows() -> list[str]:
 NOT_RECORDED = "not recorded"
 
 
+def _per_seed(values: list[str], seeds: list[int]) -> str:
+    """One value when every seed shares it; otherwise each value with the seeds it belongs to, so a row whose seeds
+    ran on different hosts or code says which ran where."""
+    seeds_of: dict[str, list[int]] = {}
+    for value, seed in zip(values, seeds):
+        seeds_of.setdefault(value, []).append(seed)
+    if len(seeds_of) == 1:
+        return values[0]
+    return "; ".join(f"{'seed' if len(group) == 1 else 'seeds'} {', '.join(map(str, group))}: {value}"
+                     for value, group in seeds_of.items())
+
+
 def provenance_section() -> list[str]:
     """Each locomotion row's wall time per run and the host and code its result.json names (runs made before
     result.json recorded them say so: their hosts are in the hand-written text)."""
@@ -417,8 +429,9 @@ def provenance_section() -> list[str]:
             short = [f"seed {r.seed} to {int(r.eval_iterations.max()):,} iterations"
                      for r in experiment.short_of_budget(algo_runs)]
             minutes += f" ({', '.join(short)} so far)" if short else ""
-            hosts = "; ".join(dict.fromkeys(res.get("host") or NOT_RECORDED for res in results))
-            codes = "; ".join(dict.fromkeys(res.get("code") or NOT_RECORDED for res in results))
+            seeds = [r.seed for r in algo_runs]
+            hosts = _per_seed([res.get("host") or NOT_RECORDED for res in results], seeds)
+            codes = _per_seed([res.get("code") or NOT_RECORDED for res in results], seeds)
             lines.append(f"| {experiment.title} | {algo} | {minutes} | {hosts} | {codes} |")
     return lines + [""]
 

@@ -257,8 +257,10 @@ def test_provenance_table_names_what_each_result_json_recorded(page_builder):
     text = page_builder.PAGE.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| Hopper-v5, 100k env steps | dacer2 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    # seed order; a host or code that a run did not record is said so, and repeated values are named once
-    assert cells[2:] == ["10, 20, 30", "not recorded; CPU X (family 1 model 2)", "not recorded; dacer2 0.1.0, git abc1234"]
+    # seed order; a host or code that a run did not record is said so, and where seeds differ each value names its
+    # seeds, once
+    assert cells[2:] == ["10, 20, 30", "seed 0: not recorded; seeds 1, 2: CPU X (family 1 model 2)",
+                         "seed 0: not recorded; seeds 1, 2: dacer2 0.1.0, git abc1234"]
 
 
 def test_papers_protocol_section_counts_iterations_and_shows_the_1_env_rows(page_builder):
