@@ -236,7 +236,7 @@ def _horizon_caption(horizon: int, horizons: list[int]) -> str:
         return (f"**At {horizon:,} iterations**, every run cut there (the longer runs' later evaluations left out, "
                 "so the final return is the best evaluation of iterations "
                 f"{math.ceil((1 - FINAL_FRACTION) * horizon):,}-{horizon:,}):")
-    return f"**At {horizon:,} iterations**, the runs that have reached it (the others are being extended):"
+    return f"**At {horizon:,} iterations**, the runs that have reached it (the others are still to be extended):"
 
 
 def _tables(experiment: Experiment, finished: list[Run], compared: list[Run], papers: bool) -> list[str]:
@@ -385,11 +385,12 @@ def missing_rows() -> list[str]:
         short = sorted(experiment.short_of_budget(runs),
                        key=lambda r: (experiment.algos.index(r.algo) if r.algo in experiment.algos else 0, r.seed))
         missing += [f"{r.algo} seed {r.seed}: at {int(r.eval_iterations.max()):,} of {experiment.iterations:,} "
-                    "iterations, being extended" for r in short]
+                    "iterations, to be extended" for r in short]
         command = f"`{experiment.command}`"
         if short:
             command += (f"; to extend: `dacer2-train --resume results/{experiment.name}/runs/{experiment.env_id}__ALGO"
-                        f"__SEED --total-steps {experiment.total_steps}`")
+                        f"__SEED --total-steps {experiment.total_steps}` where the run's checkpoints are (they are not committed; "
+                        "elsewhere, rerun it with the first command)")
         if missing:
             lines.append(f"| {experiment.title} | {'; '.join(missing)} | {command} |")
     if len(lines) == 4:

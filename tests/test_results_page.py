@@ -294,7 +294,7 @@ def test_papers_protocol_section_counts_iterations_and_shows_the_1_env_rows(page
     assert "1.5M iterations" in section and "num_vec_envs=20" in section
 
 
-def test_papers_runs_of_two_lengths_get_a_table_each_and_are_listed_as_being_extended(page_builder):
+def test_papers_runs_of_two_lengths_get_a_table_each_and_are_listed_as_to_be_extended(page_builder):
     """Runs landed at half the budget and extended later: the first table cuts every run at the shortest length,
     the second holds only the runs that reached the longer one; no mean mixes budgets."""
     papers = page_builder.RESULTS / "halfcheetah-papers-100k" / "runs"
@@ -317,9 +317,10 @@ def test_papers_runs_of_two_lengths_get_a_table_each_and_are_listed_as_being_ext
     assert "| dacer2 | 15,000 (300,000) | 1 | 4000 (one seed) | 0: 4000 |" in section[long:]
     missing = text[text.index("### Rows still missing"):]
     row = next(line for line in missing.splitlines() if line.startswith("| HalfCheetah-v5, the papers'"))
-    assert "dacer2 seed 0: at 15,000 of 100,000 iterations, being extended" in row
-    assert "dacer2 seed 2: at 7,500 of 100,000 iterations, being extended" in row
+    assert "dacer2 seed 0: at 15,000 of 100,000 iterations, to be extended" in row
+    assert "dacer2 seed 2: at 7,500 of 100,000 iterations, to be extended" in row
     assert "--resume results/halfcheetah-papers-100k/runs/HalfCheetah-v5__ALGO__SEED --total-steps 2000000" in row
+    assert "elsewhere, rerun it with the first command" in row  # checkpoints are not committed
     provenance = text[text.index("### Where the runs ran"):]
     row = next(line for line in provenance.splitlines() if line.startswith("| HalfCheetah-v5, the papers'"))
     assert "(seed 0 to 15,000 iterations, seed 1 to 7,500 iterations, seed 2 to 7,500 iterations so far)" in row
