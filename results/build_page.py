@@ -389,8 +389,8 @@ def missing_rows() -> list[str]:
         command = f"`{experiment.command}`"
         if short:
             command += (f"; to extend: `dacer2-train --resume results/{experiment.name}/runs/{experiment.env_id}__ALGO"
-                        f"__SEED --total-steps {experiment.total_steps}` where the run's checkpoints are (they are not committed; "
-                        "elsewhere, rerun it with the first command)")
+                        f"__SEED --total-steps {experiment.total_steps}` where the run's checkpoints are "
+                        "(they are not committed; elsewhere, rerun it with the first command)")
         if missing:
             lines.append(f"| {experiment.title} | {'; '.join(missing)} | {command} |")
     if len(lines) == 4:

@@ -35,7 +35,8 @@ def test_in_a_checkout_the_commit_and_whether_the_code_changed(tmp_path, monkeyp
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
     sha = git("rev-parse", "--short=7", "HEAD").strip()
     monkeypatch.setattr(provenance, "PACKAGE_DIR", package)
-    clean, dirty = f"dacer2 {dacer2.__version__}, git {sha}", f"dacer2 {dacer2.__version__}, git {sha}, uncommitted changes"
+    clean = f"dacer2 {dacer2.__version__}, git {sha}"
+    dirty = f"{clean}, uncommitted changes"
     assert provenance.code_version() == clean
     (package / "notes.txt").write_text("untracked files do not count\n")
     assert provenance.code_version() == clean
